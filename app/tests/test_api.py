@@ -1,0 +1,146 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+
+from tests.conftest import write_v1_tree, write_v2_tree
+from todo_api.cgroup import MB
+
+JSON = {"Content-Type": "application/json"}
+
+
+async def test_health_contract(client: httpx.AsyncClient) -> None:
+    r = await client.get("/api/health")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["instance"] == "1" and isinstance(body["instance"], str)
+    assert body["instance"] + " - " + body["status"] == "1 - OK"  # the seed's jq line
+    assert body["memorySource"] == "fallback"
+    assert body["redis"] == "ok" and body["thresholdPercent"] == 80
+    for k in ("rssMB", "memoryPercent", "limitMB", "usedMB"):
+        assert isinstance(body[k], int | float)
+    assert r.headers["x-instance"] == "1"
+    assert (await client.get("/readyz")).status_code == 200
+    assert (await client.get("/livez")).status_code == 200
+
+
+async def test_crud_contract(client: httpx.AsyncClient, rdb: redis.Redis) -> None:
+    r = await client.post("/api/todos", json={"texto": "Tarea durante failover"})
+    assert r.status_code == 201, r.text
+    assert r.headers["x-instance"] == "1"
+    todo = r.json()
+    assert set(todo) == {"id", "texto", "completada", "createdAt", "instance"}
+    assert todo["texto"] == "Tarea durante failover" and todo["completada"] is False
+    assert todo["instance"] == "1" and todo["createdAt"].endswith("Z")
+    r2 = await client.post("/api/todos", json={"texto": "  segunda  "})
+    assert r2.json()["texto"] == "segunda"
+    assert r2.json()["id"] != todo["id"]
+
+    lst = await client.get("/api/todos")
+    assert lst.status_code == 200
+    assert [t["id"] for t in lst.json()] == [todo["id"], r2.json()["id"]]
+
+    p = await client.patch(f"/api/todos/{todo['id']}", json={"completada": True})
+    assert p.status_code == 200 and p.json()["completada"] is True
+    assert p.json()["texto"] == "Tarea durante failover"
+    p = await client.patch(f"/api/todos/{todo['id']}", json={"texto": "editada"})
+    assert p.json() == {**todo, "completada": True, "texto": "editada"}
+
+    d = await client.delete(f"/api/todos/{todo['id']}")
+    assert d.status_code == 204 and d.content == b""
+    assert [t["id"] for t in (await client.get("/api/todos")).json()] == [r2.json()["id"]]
+    assert (await client.delete(f"/api/todos/{todo['id']}")).status_code == 404
+
+
+async def test_validation_errors(client: httpx.AsyncClient, rdb: redis.Redis) -> None:
+    for payload in ({"texto": ""}, {"texto": "   "}, {"texto": "x" * 501}, {}, {"texto": 5}):
+        r = await client.post("/api/todos", json=payload)
+        assert r.status_code == 422, payload
+        assert r.json()["error"] == "validation failed"
+    assert (await client.post("/api/todos", json={"texto": "x" * 500})).status_code == 201
+    r = await client.post("/api/todos", content=b'{"texto": ', headers=JSON)
+    assert r.status_code == 400 and r.json()["error"] == "invalid JSON"
+    r = await client.post("/api/todos", content=b'{"texto": "' + b"a" * 17 * 1024 + b'"}',
+                          headers=JSON)
+    assert r.status_code == 413 and r.json()["error"] == "request body too large"
+    assert r.headers["x-instance"] == "1"
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"texto": "'
+        for _ in range(17):
+            yield b"a" * 1024
+        yield b'"}'
+
+    r = await client.post("/api/todos", content=chunks(), headers=JSON)
+    assert r.status_code == 413
+    bad_patch = await client.patch("/api/todos/nope", json={})
+    assert bad_patch.status_code == 422
+    r = await client.patch("/api/todos/nope", json={"completada": True})
+    assert r.status_code == 404 and r.json() == {"error": "todo not found", "detail": {"id": "nope"}}
+    r = await client.patch("/api/todos/nope", json={"completada": "yes"})
+    assert r.status_code == 422
+    r = await client.get("/nowhere")
+    assert r.status_code == 404 and r.json()["error"] == "not found"
+    assert rdb.hlen("todos:data") == 1  # only the valid 500-char one
+
+
+async def test_public_port_has_no_stress(client: httpx.AsyncClient) -> None:
+    for path in ("/api/stress", "/api/stress/clear"):
+        r = await client.post(path)
+        assert r.status_code == 404
+        assert r.headers["content-type"].startswith("application/json")
+
+
+async def test_openapi_schema(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    post = spec["paths"]["/api/todos"]["post"]
+    assert set(post["responses"]) >= {"201", "400", "409", "413", "422", "503"}
+    assert post["responses"]["201"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/Todo"
+    )
+    assert "204" in spec["paths"]["/api/todos/{todo_id}"]["delete"]["responses"]
+    assert "/api/stress" not in spec["paths"]
+
+
+async def test_metrics(client: httpx.AsyncClient) -> None:
+    await client.get("/api/todos")
+    await client.get("/api/health")
+    text = (await client.get("/metrics")).text
+    assert 'todo_api_requests_total{method="GET",route="/api/todos",status="200"} 1.0' in text
+    assert "todo_api_request_duration_seconds_bucket" in text
+    assert "todo_api_healthy 1.0" in text
+    assert "todo_api_memory_limit_bytes" in text
+    for name in ("todo_api_shed_requests_total", "todo_api_idempotent_replays_total",
+                 "todo_api_redis_errors_total"):
+        assert name in text
+
+
+async def test_health_over_threshold_v2(
+    make_client: Callable[..., Any], tmp_path: Path
+) -> None:
+    root = tmp_path / "cg"
+    proc = write_v2_tree(root, current=450 * MB, limit=512 * MB, inactive=10 * MB)
+    c, _ = await make_client(cgroup_root=str(root), proc_self_cgroup=str(proc))
+    r = await c.get("/api/health")
+    assert r.status_code == 503
+    b = r.json()
+    assert b["status"] == "UNHEALTHY" and b["memorySource"] == "cgroup-v2"
+    assert b["limitMB"] == 512 and b["usedMB"] == 440
+    assert any("memory" in x for x in b["reasons"])
+    assert (await c.get("/livez")).status_code == 200
+
+
+async def test_health_inactive_file_keeps_it_ok_v1(
+    make_client: Callable[..., Any], tmp_path: Path
+) -> None:
+    root = tmp_path / "cg"
+    # usage 480 of 512 MB would be 94%, but 200 MB of it is reclaimable page cache
+    proc = write_v1_tree(root, usage=480 * MB, limit=512 * MB, inactive=200 * MB)
+    c, _ = await make_client(cgroup_root=str(root), proc_self_cgroup=str(proc))
+    r = await c.get("/api/health")
+    assert r.status_code == 200, r.text
+    assert r.json()["memorySource"] == "cgroup-v1" and r.json()["usedMB"] == 280
