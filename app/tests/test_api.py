@@ -80,7 +80,8 @@ async def test_validation_errors(client: httpx.AsyncClient, rdb: redis.Redis) ->
     bad_patch = await client.patch("/api/todos/nope", json={})
     assert bad_patch.status_code == 422
     r = await client.patch("/api/todos/nope", json={"completada": True})
-    assert r.status_code == 404 and r.json() == {"error": "todo not found", "detail": {"id": "nope"}}
+    assert r.status_code == 404
+    assert r.json() == {"error": "todo not found", "detail": {"id": "nope"}}
     r = await client.patch("/api/todos/nope", json={"completada": "yes"})
     assert r.status_code == 422
     r = await client.get("/nowhere")

@@ -16,6 +16,8 @@ def notify(state: str, env: Mapping[str, str] | None = None) -> bool:
     target = "\0" + addr[1:] if addr[0] == "@" else addr  # leading @ = abstract namespace
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            # never block the event loop if the receiver's queue is full
+            sock.setblocking(False)
             sock.connect(target)
             sock.sendall(state.encode())
         return True

@@ -1,0 +1,137 @@
+"""Pure ASGI middleware for the public listener: X-Instance, load shedding, body limit,
+request log line and metrics. Shedding and the size limit run before the body is read/parsed."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .errors import error_bytes
+from .runtime import Runtime
+
+EXEMPT = frozenset({"/api/health", "/readyz", "/livez", "/metrics"})
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+class PublicMiddleware:
+    def __init__(self, app: ASGIApp, rt: Runtime) -> None:
+        self.app = app
+        self.rt = rt
+        self.instance_header = (b"x-instance", rt.settings.instance.encode())
+        self.max_body = rt.settings.max_body_bytes
+        self.retry_after = str(rt.settings.retry_after_seconds).encode()
+
+    async def _reply(
+        self, send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            *(extra or []),
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        method: str = scope["method"]
+        path: str = scope["path"]
+        status = 500
+        route_label = "unmatched"
+        rt = self.rt
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [*message.get("headers", ()), self.instance_header]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            if path not in EXEMPT:
+                over, reading = rt.health.memory()
+                if over:
+                    rt.metrics.shed.inc()
+                    route_label = "shed"
+                    body = error_bytes(
+                        "instance overloaded",
+                        {
+                            "reason": "memory over threshold",
+                            "memoryPercent": round(reading.percent, 1),
+                            "thresholdPercent": rt.monitor.threshold_percent,
+                        },
+                    )
+                    await self._reply(
+                        send_wrapper, 503, body, [(b"retry-after", self.retry_after)]
+                    )
+                    return
+            if method in BODY_METHODS:
+                too_big = False
+                for k, v in scope["headers"]:
+                    if k == b"content-length":
+                        try:
+                            too_big = int(v) > self.max_body
+                        except ValueError:
+                            too_big = True
+                chunks: list[bytes] = []
+                size = 0
+                if not too_big:
+                    more = True
+                    while more:
+                        msg = await receive()
+                        if msg["type"] != "http.request":
+                            return  # client went away
+                        chunk = msg.get("body", b"")
+                        size += len(chunk)
+                        if size > self.max_body:
+                            too_big = True
+                            break
+                        chunks.append(chunk)
+                        more = bool(msg.get("more_body", False))
+                if too_big:
+                    route_label = "too_large"
+                    body = error_bytes(
+                        "request body too large", {"maxBytes": self.max_body}
+                    )
+                    await self._reply(send_wrapper, 413, body, [(b"connection", b"close")])
+                    return
+                buffered: dict[str, Any] = {
+                    "type": "http.request",
+                    "body": b"".join(chunks),
+                    "more_body": False,
+                }
+                sent = False
+
+                async def replay() -> Message:
+                    nonlocal sent
+                    if not sent:
+                        sent = True
+                        return buffered
+                    return await receive()
+
+                await self.app(scope, replay, send_wrapper)
+            else:
+                await self.app(scope, receive, send_wrapper)
+            route = scope.get("route")
+            if route is not None and hasattr(route, "path"):
+                route_label = str(route.path)
+        finally:
+            elapsed = time.perf_counter() - start
+            st = str(status)
+            rt.metrics.requests.labels(method, route_label, st).inc()
+            rt.metrics.latency.labels(method, route_label, st).observe(elapsed)
+            rt.log.info(
+                "request completed",
+                extra={
+                    "method": method,
+                    "path": path,
+                    "status": status,
+                    "durationMs": round(elapsed * 1000, 2),
+                },
+            )

@@ -1,0 +1,35 @@
+"""Everything one instance shares between its public and management apps."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from .cgroup import MemoryMonitor
+from .config import Settings
+from .health import HealthChecker
+from .logs import get_logger
+from .metrics import Metrics
+from .store import TodoStore
+
+
+class Runtime:
+    def __init__(self, settings: Settings, logger: logging.Logger | None = None) -> None:
+        self.settings = settings
+        self.log = logger or get_logger()
+        self.metrics = Metrics()
+        self.monitor = MemoryMonitor(
+            settings.cgroup_root,
+            settings.proc_self_cgroup,
+            settings.memory_limit_mb,
+            settings.unhealthy_percent,
+        )
+        self.store = TodoStore(settings.redis_url, settings.redis_password)
+        self.health = HealthChecker(
+            settings.instance, self.monitor, self.store, self.metrics, self.log
+        )
+        self.hog: list[bytearray] = []
+        self.stress_lock = asyncio.Lock()
+
+    async def aclose(self) -> None:
+        await self.store.close()
