@@ -38,7 +38,9 @@ def preflight() -> None:
         raise LabError("labctl needs root (it creates a bridge, cgroups and containers): run it with sudo")
     missing = sorted({pkg for cmd, pkg in HOST_COMMANDS.items() if shutil.which(cmd) is None})
     if missing:
-        raise LabError("missing host packages: " + " ".join(missing) + f"\n  install them: apt-get install -y {' '.join(missing)}")
+        raise LabError(
+            "missing host packages: " + " ".join(missing) + f"\n  install them: apt-get install -y {' '.join(missing)}"
+        )
     if not (CGROUP_ROOT / "memory" / "cgroup.procs").exists() and not (CGROUP_ROOT / "cgroup.controllers").exists():
         raise LabError(f"no memory cgroup controller under {CGROUP_ROOT}: the lab cannot enforce MemoryMax here")
 

@@ -131,9 +131,7 @@ def ensure_image(log: object = print) -> Path:
     sources = _host_sources()
     started = time.monotonic()
     log(f"building the node image {target.name} (Debian {SUITE}, cached for next time) ...")  # type: ignore[operator]
-    hooks = [
-        f"--setup-hook=copy-in {p} /etc/apt/apt.conf.d/" for p in _host_apt_options()
-    ]
+    hooks = [f"--setup-hook=copy-in {p} /etc/apt/apt.conf.d/" for p in _host_apt_options()]
     shim = partial / "halab-init"
     shim.write_text(INIT_SHIM)
     customize = [

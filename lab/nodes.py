@@ -7,6 +7,7 @@ attached to the lab bridge with its topology address.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -14,10 +15,11 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import host, image
 from .errors import LabError
@@ -104,12 +106,18 @@ def pid_alive(pid: int | None, node: str) -> bool:
 def ssh_command(address: str, command: list[str] | None = None, tty: bool = False, timeout: int = 5) -> list[str]:
     cmd = [
         "ssh",
-        "-i", str(SSH_KEY),
-        "-o", f"UserKnownHostsFile={KNOWN_HOSTS}",
-        "-o", "StrictHostKeyChecking=yes",
-        "-o", "BatchMode=yes",
-        "-o", f"ConnectTimeout={timeout}",
-        "-o", "LogLevel=ERROR",
+        "-i",
+        str(SSH_KEY),
+        "-o",
+        f"UserKnownHostsFile={KNOWN_HOSTS}",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        f"ConnectTimeout={timeout}",
+        "-o",
+        "LogLevel=ERROR",
     ]
     cmd += ["-t"] if tty else ["-T"]
     cmd.append(f"root@{address}")
@@ -215,7 +223,9 @@ class Lab:
 
     def check_network_free(self) -> None:
         if host.link_exists(BRIDGE):
-            raise LabError(f"a network interface named {BRIDGE} already exists and is not this lab's: remove it or stop what made it")
+            raise LabError(
+                f"a network interface named {BRIDGE} already exists and is not this lab's: remove it or stop what made it"
+            )
         owner = host.address_owner(self.topo.gateway)
         if owner:
             raise LabError(f"address {self.topo.gateway} is already taken by {owner}: the lab needs it for its bridge")
@@ -241,11 +251,17 @@ class Lab:
         for d in (p.upper, p.work, p.root):
             d.mkdir(parents=True, exist_ok=True)
         if not host.mounted(p.root):
-            host.run([
-                "mount", "-t", "overlay", "overlay",
-                "-o", f"lowerdir={self.state['image']},upperdir={p.upper},workdir={p.work}",
-                str(p.root),
-            ])
+            host.run(
+                [
+                    "mount",
+                    "-t",
+                    "overlay",
+                    "overlay",
+                    "-o",
+                    f"lowerdir={self.state['image']},upperdir={p.upper},workdir={p.work}",
+                    str(p.root),
+                ]
+            )
         if p.configured.exists():
             return
         root = p.root
@@ -360,10 +376,8 @@ class Lab:
                 return
             for proc_file in procs:
                 for pid in proc_file.read_text().split():
-                    try:
+                    with contextlib.suppress(ProcessLookupError):
                         os.kill(int(pid), signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
             time.sleep(0.2)
 
     # -- fault verbs -----------------------------------------------------
@@ -414,11 +428,13 @@ class Lab:
             if alive and not info.get("partitioned"):
                 res = ssh_run(node.address, ["systemctl", "is-system-running"], timeout=5)
                 system = res.stdout.strip() or "unreachable"
-            rows.append({
-                "node": node.name,
-                "address": node.address,
-                "groups": ",".join(node.groups),
-                "state": ("partitioned" if info.get("partitioned") else "running") if alive else "stopped",
-                "systemd": system,
-            })
+            rows.append(
+                {
+                    "node": node.name,
+                    "address": node.address,
+                    "groups": ",".join(node.groups),
+                    "state": ("partitioned" if info.get("partitioned") else "running") if alive else "stopped",
+                    "systemd": system,
+                }
+            )
         return rows

@@ -1,0 +1,53 @@
+"""The fault verbs the failover tests use: node loss, reboot, partition."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from .conftest import lab_nodes, labctl, on_node
+
+pytestmark = pytest.mark.usefixtures("lab")
+
+NODE, PEER, PEER_ADDRESS = "mon", "lb", "192.168.56.10"
+
+
+def state_of(node: str) -> str:
+    return next(row["state"] for row in lab_nodes() if row["node"] == node)
+
+
+def reachable(address: str) -> bool:
+    return subprocess.run(["ping", "-c1", "-W1", address], capture_output=True, check=False).returncode == 0
+
+
+def test_stop_then_start_keeps_the_nodes_disk() -> None:
+    on_node(NODE, "echo kept > /var/tmp/halab-marker")
+    boot_id = on_node(NODE, "cat /proc/sys/kernel/random/boot_id").stdout
+    labctl("stop", NODE, "--now")
+    assert state_of(NODE) == "stopped"
+    assert on_node(PEER, f"ping -c1 -W1 {NODE}", check=False).returncode != 0
+    labctl("start", NODE)
+    assert state_of(NODE) == "running"
+    assert on_node(NODE, "cat /var/tmp/halab-marker").stdout.strip() == "kept"
+    assert on_node(NODE, "cat /proc/sys/kernel/random/boot_id").stdout != boot_id
+
+
+def test_reboot_comes_back_running() -> None:
+    labctl("reboot", NODE)
+    assert state_of(NODE) == "running"
+    assert on_node(NODE, "systemctl is-system-running").stdout.strip() in ("running", "degraded")
+
+
+def test_partition_cuts_the_node_off_and_heal_restores_it() -> None:
+    labctl("partition", NODE)
+    try:
+        assert state_of(NODE) == "partitioned"
+        assert on_node(PEER, f"ping -c1 -W1 {NODE}", check=False).returncode != 0
+        # It keeps running: systemd inside is untouched, only its link is down.
+        assert subprocess.run(["pgrep", "-f", f"--machine=halab-{NODE}"], capture_output=True, check=False).returncode == 0
+    finally:
+        labctl("heal", NODE)
+    assert state_of(NODE) == "running"
+    assert on_node(PEER, f"ping -c1 -W2 {NODE}", check=False).returncode == 0
+    assert reachable(PEER_ADDRESS)

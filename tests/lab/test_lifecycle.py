@@ -1,0 +1,97 @@
+"""labctl up/down: nothing left behind, idempotent, recovers from a crash, clear errors.
+
+These tests take the lab down and up again, so they run only when no lab is
+up when the session starts (as in CI); with a lab running they are skipped
+rather than destroy a provisioned lab.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO, host_snapshot, lab_is_up, lab_nodes, labctl
+
+STATE = Path("/var/lib/halab/state.json")
+
+destructive = pytest.mark.skipif(lab_is_up(), reason="a lab is up: `make down` first to run the up/down tests")
+
+
+@destructive
+def test_down_leaves_the_host_exactly_as_before_up() -> None:
+    before = host_snapshot()
+    labctl("up")
+    during = host_snapshot()
+    assert during["nspawn"], "up started no node"
+    assert during != before
+    labctl("down")
+    after = host_snapshot()
+    diff = {k: (before[k], after[k]) for k in before if before[k] != after[k]}
+    assert not diff, f"the host differs after down: {json.dumps(diff, indent=1)}"
+
+
+@destructive
+def test_bridge_or_address_taken_is_a_clear_error() -> None:
+    subprocess.run(["ip", "link", "add", "halab0", "type", "dummy"], check=True)
+    try:
+        result = labctl("up", check=False)
+        assert result.returncode == 1
+        assert "halab0 already exists" in result.stderr
+    finally:
+        subprocess.run(["ip", "link", "delete", "halab0"], check=True)
+    subprocess.run(["ip", "link", "add", "halabtest0", "type", "dummy"], check=True)
+    subprocess.run(["ip", "addr", "add", "192.168.56.1/24", "dev", "halabtest0"], check=True)
+    try:
+        result = labctl("up", check=False)
+        assert result.returncode == 1
+        assert "192.168.56.1 is already taken by halabtest0" in result.stderr
+        assert "Traceback" not in result.stderr
+    finally:
+        subprocess.run(["ip", "link", "delete", "halabtest0"], check=True)
+    assert not lab_is_up()
+
+
+@destructive
+def test_up_after_a_crash_cleans_up_and_succeeds() -> None:
+    labctl("up")
+    state = json.loads(STATE.read_text())
+    for info in state["nodes"].values():
+        os.kill(info["pid"], signal.SIGKILL)  # leaves mounts, cgroups, bridge, NAT behind
+    time.sleep(1)
+    result = labctl("up")
+    assert "cleaning up" in result.stdout
+    assert all(row["state"] == "running" and row["systemd"] in ("running", "degraded") for row in lab_nodes())
+
+
+def test_up_on_a_running_lab_changes_nothing(lab: None) -> None:
+    state_before = STATE.read_text()
+    inventory = REPO / "inventory/lab/hosts.yml"
+    mtime = inventory.stat().st_mtime_ns
+    started = time.monotonic()
+    result = labctl("up")
+    elapsed = time.monotonic() - started
+    print(f"\nlabctl up on a running lab: {elapsed:.1f} s")
+    assert "nothing to do" in result.stdout
+    assert STATE.read_text() == state_before
+    assert inventory.stat().st_mtime_ns == mtime
+
+
+def test_missing_host_package_is_named(tmp_path: Path) -> None:
+    # A PATH with every tool but systemd-nspawn.
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for tool in ("mmdebstrap", "nft", "ip", "ssh", "ssh-keygen", "mountpoint"):
+        found = shutil.which(tool)
+        assert found, tool
+        (bindir / tool).symlink_to(found)
+    result = labctl("up", check=False, env={**os.environ, "PATH": str(bindir)})
+    assert result.returncode == 1
+    assert "systemd-container" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,73 @@
+"""labctl's pure parts: topology, inventories, names, and its refusals."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lab import cli, host, inventory, nodes, topology
+
+
+def test_topology_has_the_five_nodes_on_one_network() -> None:
+    topo = topology.load()
+    assert [n.name for n in topo.nodes] == ["lb", "app1", "app2", "data", "mon"]
+    assert {g for n in topo.nodes for g in n.groups} == {"lb", "api", "redis", "monitoring"}
+    addresses = [n.address for n in topo.nodes] + [topo.gateway]
+    assert len(set(addresses)) == len(addresses)
+    assert all(ipaddress.IPv4Address(a) in topo.network for a in addresses)
+    assert topo.node("app1").host_vars == {"todo_api_instances": [1]}
+    assert topo.node("app2").host_vars == {"todo_api_instances": [2]}
+
+
+def test_topology_rejects_an_address_outside_the_network(tmp_path: Path) -> None:
+    bad = tmp_path / "topology.yml"
+    bad.write_text(
+        yaml.safe_dump(
+            {
+                "network": {"name": "x", "cidr": "192.168.56.0/24", "gateway": "192.168.56.1"},
+                "nodes": {"lb": {"address": "10.0.0.5", "groups": ["lb"]}},
+            }
+        )
+    )
+    with pytest.raises(ValueError, match="outside"):
+        topology.load(bad)
+
+
+def test_unknown_node_names_the_known_ones() -> None:
+    with pytest.raises(KeyError, match="lb, app1, app2, data, mon"):
+        topology.load().node("app3")
+
+
+def test_inventory_groups_and_addresses_come_from_the_topology() -> None:
+    topo = topology.load()
+    inv = inventory.render(topo, {"ansible_user": "root"})
+    groups = inv["all"]["children"]
+    assert set(groups) == {"lb", "api", "redis", "monitoring"}
+    assert groups["api"]["hosts"]["app2"] == {"ansible_host": "192.168.56.12", "todo_api_instances": [2]}
+    assert groups["lb"]["hosts"]["lb"]["ansible_host"] == topo.node("lb").address
+
+
+def test_nat_masquerades_only_the_lab_network_leaving_by_another_interface() -> None:
+    rules = host.nat_ruleset(topology.load(), "halab0")
+    assert 'ip saddr 192.168.56.0/24 oifname != "halab0" masquerade' in rules
+
+
+def test_veth_names_fit_an_interface_name() -> None:
+    for node in topology.load().nodes:
+        assert len(nodes.veth_name(node.name)) <= 15
+
+
+def test_not_root_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    assert cli.main(["up"]) == 1
+    err = capsys.readouterr().err
+    assert "needs root" in err and "Traceback" not in err
+
+
+def test_unknown_node_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["ssh", "nosuchnode"]) == 1  # no lab, or no such node: both said plainly
+    err = capsys.readouterr().err
+    assert err.startswith("labctl: ")
