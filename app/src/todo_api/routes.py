@@ -111,8 +111,7 @@ def build_router(rt: Runtime) -> APIRouter:
 
     @r.get("/api/todos", response_model=list[Todo], responses=E503, tags=["todos"])
     async def list_todos() -> Response:
-        items = await store.list_raw()
-        return Response(b"[" + b",".join(items) + b"]", media_type="application/json")
+        return Response(await store.list_json(), media_type="application/json")
 
     @r.post(
         "/api/todos",

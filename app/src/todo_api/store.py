@@ -25,7 +25,7 @@ for i = 1, #ids, 500 do
   local vals = redis.call('HMGET', KEYS[1], unpack(batch))
   for _, v in ipairs(vals) do if v then out[#out + 1] = v end end
 end
-return out
+return '[' .. table.concat(out, ',') .. ']'
 """
 
 # KEYS: data, order, seq, idem key ('' when none)
@@ -126,9 +126,10 @@ class TodoStore:
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
 
-    async def list_raw(self) -> list[bytes]:
-        vals = await self._list(keys=[DATA, ORDER])
-        return [v if isinstance(v, bytes) else str(v).encode() for v in vals]
+    async def list_json(self) -> bytes:
+        """The whole list as one JSON array, built inside Redis (one bulk reply to parse)."""
+        raw = await self._list(keys=[DATA, ORDER])
+        return raw if isinstance(raw, bytes) else str(raw).encode()
 
     async def get(self, todo_id: str) -> dict[str, Any] | None:
         raw = await self.redis.hget(DATA, todo_id)
