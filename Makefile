@@ -13,7 +13,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 # Host packages the lab driver and the tests need (Debian names).
 HOST_PACKAGES := systemd-container mmdebstrap nftables iproute2 openssh-client \
-                 python3-venv redis-server jq curl vagrant
+                 python3-venv redis-server jq curl vagrant vagrant-libvirt
 
 .PHONY: help deps venv lab provision test lint unit lab-test molecule down status lock
 
@@ -48,19 +48,22 @@ provision: ## run playbooks/site.yml on the running lab
 
 test: deps lint unit lab-test ## lint, unit tests, then the tests on the lab
 
-lint: venv ## yamllint, ansible-lint, ruff, mypy
+lint: venv ## yamllint, ansible-lint, ruff, mypy, vagrant validate
 	$(BIN)/yamllint -s .
 	$(if $(wildcard roles/*/tasks),$(BIN)/ansible-lint --profile production)
-	$(if $(wildcard $(BIN)/ruff),$(BIN)/ruff check lab app tests)
-	$(if $(wildcard $(BIN)/mypy),$(BIN)/mypy)
+	$(BIN)/ruff check lab tests
+	$(BIN)/mypy
+	cd app && ../$(BIN)/ruff check . && ../$(BIN)/mypy
+	VAGRANT_DEFAULT_PROVIDER=libvirt vagrant validate
 
-unit: venv ## tests that need no lab (the API against a real redis-server, labctl's pure parts)
-	$(BIN)/pytest -q tests/unit $(if $(wildcard app/tests),app/tests)
+unit: venv ## tests that need no lab (labctl's pure parts; the API against a real redis-server)
+	$(BIN)/pytest -q tests/unit
+	cd app && ../$(BIN)/pytest -q
 
 lab-test: venv ## the lab itself: teardown leaves nothing, limits are enforced, up is idempotent
 	$(BIN)/pytest -q tests/lab
 
-down: ## stop the lab and leave the host as it was (the node image stays cached)
+down: venv ## stop the lab and leave the host as it was (the node image stays cached)
 	$(LABCTL) down
 
 status: ## what runs where
