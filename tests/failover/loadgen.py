@@ -1,0 +1,277 @@
+"""A bounded, steady load against the lab's load balancer, recording everything.
+
+The client behaves like a careful one: every POST carries an Idempotency-Key
+and is retried with the same key and body on a transport error, a 409 (the
+first try is still in flight) or a 502/503/504; GETs are retried the same way.
+Every request ends as one `Outcome`; every acknowledged todo (a 201) is kept
+so the run can check afterwards that each one exists exactly once.
+
+Bounds: `total` requests at most, issued at `rate` per second, never past
+`max_seconds`; each request's retries stop after `retry_budget` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+RETRYABLE = {409, 502, 503, 504}
+
+
+def _is_json(response: httpx.Response) -> bool:
+    try:
+        response.json()
+    except ValueError:
+        return False
+    return bool(response.headers.get("content-type", "").startswith("application/json"))
+
+
+@dataclass
+class Refusal:
+    """A non-2xx answer: was it a clear one (JSON, with Retry-After on a 503)?"""
+
+    status: int
+    json_body: bool
+    retry_after: str | None
+
+
+@dataclass
+class Outcome:
+    index: int
+    method: str
+    started: float  # seconds since the run started
+    latency: float  # seconds, first try to final answer, retries included
+    status: int  # final status; 0 = no answer at all
+    instance: str | None  # X-Instance of the final answer
+    attempts: int
+    first_status: int  # status of the first try (0 = transport error)
+    error: str | None = None
+    served_by: list[tuple[float, str]] = field(default_factory=list)  # every answer's (time, instance)
+    refusals: list[Refusal] = field(default_factory=list)  # every non-2xx answer on the way
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+@dataclass
+class Acknowledged:
+    id: str
+    texto: str
+
+
+class LoadRun:
+    def __init__(
+        self,
+        base_url: str,
+        total: int = 2000,
+        rate: float = 100.0,
+        post_every: int = 5,
+        max_seconds: float = 60.0,
+        retry_budget: float = 20.0,
+        concurrency: int = 64,
+    ) -> None:
+        if total <= 0 or rate <= 0 or max_seconds <= 0:
+            raise ValueError("a load run needs a positive count, rate and time bound")
+        self.base_url = base_url.rstrip("/")
+        self.total = total
+        self.rate = rate
+        self.post_every = post_every
+        self.max_seconds = max_seconds
+        self.retry_budget = retry_budget
+        self.concurrency = concurrency
+        self.tag = uuid.uuid4().hex[:8]
+        self.outcomes: list[Outcome] = []
+        self.acknowledged: list[Acknowledged] = []
+        self.marks: dict[str, float] = {}
+        self._t0 = 0.0
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self._stop = threading.Event()
+
+    # -- timeline ------------------------------------------------------
+
+    def now(self) -> float:
+        return time.monotonic() - self._t0
+
+    def mark(self, name: str) -> None:
+        """Note when a step of the scenario happened (fault, recover ...)."""
+        self.marks[name] = self.now()
+
+    def progress(self) -> int:
+        return len(self.outcomes)
+
+    # -- running ---------------------------------------------------------
+
+    def start(self) -> LoadRun:
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), name="loadgen", daemon=True)
+        self._thread.start()
+        self._started.wait(10)
+        return self
+
+    def wait(self) -> LoadRun:
+        assert self._thread is not None
+        self._thread.join(self.max_seconds + self.retry_budget + 30)
+        if self._thread.is_alive():
+            self._stop.set()
+            self._thread.join(10)
+        return self
+
+    def run(self) -> LoadRun:
+        return self.start().wait()
+
+    def stop(self) -> None:
+        """Stop issuing new requests (those in flight still finish)."""
+        self._stop.set()
+
+    async def _run(self) -> None:
+        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+        timeout = httpx.Timeout(5.0, connect=2.0)
+        async with httpx.AsyncClient(base_url=self.base_url, limits=limits, timeout=timeout) as client:
+            self._t0 = time.monotonic()
+            self._started.set()
+            gate = asyncio.Semaphore(self.concurrency)
+            tasks = []
+            for i in range(self.total):
+                due = i / self.rate
+                if due > self.max_seconds or self._stop.is_set():
+                    break
+                delay = due - self.now()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                await gate.acquire()
+                tasks.append(asyncio.create_task(self._one(client, i, gate)))
+            await asyncio.gather(*tasks)
+
+    async def _one(self, client: httpx.AsyncClient, index: int, gate: asyncio.Semaphore) -> None:
+        try:
+            if index % self.post_every == 0:
+                outcome = await self._post(client, index)
+            else:
+                outcome = await self._request(client, index, "GET", "/api/todos", None, {})
+            self.outcomes.append(outcome)
+        finally:
+            gate.release()
+
+    async def _post(self, client: httpx.AsyncClient, index: int) -> Outcome:
+        texto = f"load {self.tag} #{index}"
+        headers = {"Idempotency-Key": f"{self.tag}-{index}-{uuid.uuid4().hex}"}
+        return await self._request(client, index, "POST", "/api/todos", {"texto": texto}, headers)
+
+    async def _request(
+        self, client: httpx.AsyncClient, index: int, method: str, path: str, body: dict[str, Any] | None, headers: dict[str, str]
+    ) -> Outcome:
+        started = self.now()
+        deadline = started + self.retry_budget
+        attempts, first_status, status, instance, error = 0, -1, 0, None, None
+        served: list[tuple[float, str]] = []
+        refusals: list[Refusal] = []
+        backoff = 0.1
+        while True:
+            attempts += 1
+            try:
+                response = await client.request(method, path, json=body, headers=headers)
+                status, error = response.status_code, None
+                instance = response.headers.get("x-instance")
+                if instance:
+                    served.append((self.now(), instance))
+                if status >= 300:
+                    refusals.append(Refusal(status, _is_json(response), response.headers.get("retry-after")))
+                if method == "POST" and status == 201:
+                    todo = response.json()
+                    self.acknowledged.append(Acknowledged(id=str(todo["id"]), texto=str(todo["texto"])))
+            except httpx.HTTPError as exc:
+                status, instance, error = 0, None, f"{type(exc).__name__}: {exc}"
+                response = None
+            if first_status == -1:
+                first_status = status
+            retry = status == 0 or status in RETRYABLE
+            if not retry or self.now() + backoff > deadline:
+                break
+            wait = backoff
+            if response is not None and response.headers.get("retry-after", "").isdigit():
+                wait = min(float(response.headers["retry-after"]), 2.0)
+            await asyncio.sleep(wait)
+            backoff = min(backoff * 2, 1.0)
+        return Outcome(
+            index, method, started, self.now() - started, status, instance, attempts, first_status, error, served, refusals
+        )
+
+    # -- checks and report ---------------------------------------------
+
+    def check_todos(self, listed: list[dict[str, Any]]) -> tuple[int, int]:
+        """(lost, duplicated) acknowledged todos, given the final list."""
+        ids = [str(t["id"]) for t in listed]
+        textos = [str(t["texto"]) for t in listed if str(t["texto"]).startswith(f"load {self.tag} ")]
+        lost = sum(1 for a in self.acknowledged if a.id not in ids)
+        duplicated = len(textos) - len(set(textos))
+        return lost, duplicated
+
+    def failures(self) -> list[Outcome]:
+        return [o for o in self.outcomes if not o.ok]
+
+    def percentile(self, q: float) -> float:
+        latencies = sorted(o.latency for o in self.outcomes)
+        if not latencies:
+            return 0.0
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))]
+
+    def served_times(self, instance: str) -> list[float]:
+        return sorted(t for o in self.outcomes for t, who in o.served_by if who == instance)
+
+    def isolation_times(self, instance: str, fault: str, recover: str | None) -> tuple[float | None, float | None]:
+        """Seconds from `fault` to the sick instance's last answer, and from
+        `recover` to its first answer again (None where it never happened)."""
+        times = self.served_times(instance)
+        t_fault = self.marks.get(fault)
+        t_recover = self.marks.get(recover) if recover else None
+        stopped = readmitted = None
+        if t_fault is not None:
+            end = t_recover if t_recover is not None else float("inf")
+            during = [t for t in times if t_fault <= t < end]
+            stopped = (during[-1] - t_fault) if during else 0.0
+        if t_recover is not None:
+            after = [t for t in times if t >= t_recover]
+            readmitted = (after[0] - t_recover) if after else None
+        return stopped, readmitted
+
+    def report(
+        self,
+        name: str,
+        lost: int,
+        duplicated: int,
+        instance: str | None = None,
+        fault: str = "fault",
+        recover: str | None = "recover",
+    ) -> dict[str, Any]:
+        stopped, readmitted = self.isolation_times(instance, fault, recover) if instance else (None, None)
+        return {
+            "scenario": name,
+            "requests": len(self.outcomes),
+            "failures": len(self.failures()),
+            "retried": sum(1 for o in self.outcomes if o.attempts > 1),
+            "refusals": dict(sorted(Counter(r.status for o in self.outcomes for r in o.refusals).items())),
+            "lost": lost,
+            "duplicated": duplicated,
+            "p99_ms": round(self.percentile(0.99) * 1000, 1),
+            "max_ms": round(max((o.latency for o in self.outcomes), default=0.0) * 1000, 1),
+            "isolated_after_s": None if stopped is None else round(stopped, 2),
+            "readmitted_after_s": None if readmitted is None else round(readmitted, 2),
+            "by_instance": {
+                i: sum(1 for o in self.outcomes if o.instance == i) for i in sorted({o.instance or "-" for o in self.outcomes})
+            },
+            "marks": {k: round(v, 2) for k, v in self.marks.items()},
+        }
+
+    def save(self, path: Path, report: dict[str, Any]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"report": report, "outcomes": [asdict(o) for o in self.outcomes]}, indent=1))
