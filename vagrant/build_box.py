@@ -1,0 +1,262 @@
+#!/usr/bin/env python3
+"""Build halab's local Vagrant box (libvirt, qcow2) from Debian packages.
+
+Where no box can be downloaded (no Vagrant Cloud) and there is no usable KVM,
+the Vagrant route runs on qemu without KVM with a box built here, natively,
+with mmdebstrap (no VM involved):
+
+    rootfs (mmdebstrap) -> mkfs.ext4 -d rootfs (sparse, DISK_GIB) -> qemu-img convert -O qcow2
+    + vmlinuz, initrd.img (direct kernel boot) + an embedded Vagrantfile + metadata.json
+    -> one .box file (tar), cached under /var/cache/halab/boxes/<key>/ where <key>
+       is a hash of the recipe (packages, apt sources, this script's hooks ...)
+
+    vagrant/build_box.py            # build if needed; print the .box path
+    vagrant/build_box.py --key      # print the recipe key only
+    vagrant/build_box.py --rebuild  # build even if cached
+
+Baked in, so provisioning under TCG (about five times slower than native)
+does not spend its time in apt: every package the roles install. Their
+services are disabled in the image; each role enables what its node needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from lab.image import _host_apt_options, _host_sources  # noqa: E402  (same apt sources as the nspawn image)
+
+CACHE = Path(os.environ.get("HALAB_CACHE_DIR", "/var/cache/halab")) / "boxes"
+SUITE = "bookworm"
+DISK_GIB = 8  # sparse: the qcow2 holds only what is written
+BOX_NAME = "halab/bookworm-local"
+
+# What makes a Vagrant box boot and answer: kernel, systemd, sshd, sudo, DHCP.
+BASE = (
+    "linux-image-amd64", "initramfs-tools", "systemd", "systemd-sysv", "systemd-timesyncd", "dbus",
+    "openssh-server", "sudo", "isc-dhcp-client", "ifupdown", "iproute2", "iputils-ping",
+    "python3", "python3-apt", "ca-certificates", "procps", "less", "kmod", "zstd",
+)
+# What the roles install (read from roles/*/tasks and the issue): baked in.
+ROLES = (
+    "nginx", "redis-server", "redis-tools", "nftables", "python3-venv", "prometheus",
+    "prometheus-alertmanager", "prometheus-node-exporter", "prometheus-redis-exporter",
+    "prometheus-nginx-exporter", "curl", "jq",
+)
+# Installed but not enabled: the roles enable what each node runs
+# (node exporter stays on: every node runs it).
+DISABLED = (
+    "nginx", "redis-server", "prometheus", "prometheus-alertmanager",
+    "prometheus-redis-exporter", "prometheus-nginx-exporter",
+)
+
+INTERFACES = """\
+# halab box: eth0 on DHCP (Vagrant's management network); Vagrant adds the rest.
+source /etc/network/interfaces.d/*
+
+auto lo
+iface lo inet loopback
+
+allow-hotplug eth0
+iface eth0 inet dhcp
+"""
+
+FSTAB = "/dev/vda / ext4 rw,errors=remount-ro 0 1\n"
+
+# The image ships without SSH host keys (each VM gets its own at first boot).
+HOSTKEYS_UNIT = """\
+[Unit]
+Description=Generate this machine's SSH host keys (first boot of a halab box)
+Before=ssh.service
+ConditionPathExists=!/etc/ssh/ssh_host_ed25519_key
+
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/ssh-keygen -A
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+BOX_VAGRANTFILE = """\
+# Embedded in the halab/bookworm-local box: direct kernel boot on libvirt,
+# qemu without KVM by default (the project's Vagrantfile may override driver).
+Vagrant.configure("2") do |config|
+  config.vm.provider :libvirt do |libvirt|
+    libvirt.driver = "qemu"
+    libvirt.kernel = File.expand_path("vmlinuz", __dir__)
+    libvirt.initrd = File.expand_path("initrd.img", __dir__)
+    libvirt.cmd_line = "root=/dev/vda rw console=ttyS0 net.ifnames=0"
+  end
+end
+"""
+
+NEEDS = {
+    "mmdebstrap": "mmdebstrap",
+    "mkfs.ext4": "e2fsprogs",
+    "qemu-img": "qemu-utils",
+}
+
+
+def die(msg: str) -> None:
+    print(f"build_box: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def vagrant_pub() -> Path:
+    keys = sorted(glob.glob("/usr/share/rubygems-integration/all/gems/vagrant-*/keys/vagrant.pub"))
+    if not keys:
+        die("Vagrant's insecure public key not found (apt-get install vagrant)")
+    return Path(keys[-1])
+
+
+def stage(staging: Path) -> None:
+    """The files the hooks copy into the image."""
+    (staging / "interfaces").write_text(INTERFACES)
+    (staging / "fstab").write_text(FSTAB)
+    (staging / "halab-ssh-hostkeys.service").write_text(HOSTKEYS_UNIT)
+    shutil.copy(vagrant_pub(), staging / "authorized_keys")
+
+
+def hooks(staging: Path) -> list[str]:
+    """mmdebstrap customize hooks: users, network, services (the recipe's core)."""
+    return [
+        f'copy-in {staging}/interfaces {staging}/fstab /etc/',
+        f'copy-in {staging}/halab-ssh-hostkeys.service /etc/systemd/system/',
+        'chroot "$1" systemctl enable halab-ssh-hostkeys.service ssh.service networking.service systemd-timesyncd.service',
+        'chroot "$1" systemctl disable ' + " ".join(DISABLED),
+        'echo halab-box > "$1/etc/hostname"',
+        'printf "127.0.0.1 localhost\\n::1 localhost ip6-localhost ip6-loopback\\n" > "$1/etc/hosts"',
+        'chroot "$1" useradd --create-home --shell /bin/bash vagrant',
+        'echo "vagrant ALL=(ALL) NOPASSWD:ALL" > "$1/etc/sudoers.d/vagrant" && chmod 0440 "$1/etc/sudoers.d/vagrant"',
+        'install -d -m 0700 "$1/home/vagrant/.ssh"',
+        f'install -m 0600 {staging}/authorized_keys "$1/home/vagrant/.ssh/authorized_keys"',
+        'chroot "$1" chown -R vagrant:vagrant /home/vagrant/.ssh',
+        # Each VM gets its own machine-id and host keys at first boot.
+        'truncate -s 0 "$1/etc/machine-id"',
+        'rm -f "$1/var/lib/dbus/machine-id" "$1"/etc/ssh/ssh_host_*',
+        'rm -f "$1"/var/cache/apt/archives/*.deb',
+    ]
+
+
+def recipe() -> dict[str, object]:
+    return {
+        "suite": SUITE,
+        "base": BASE,
+        "roles": ROLES,
+        "disabled": DISABLED,
+        "hooks": hooks(Path("STAGING")),
+        "files": [INTERFACES, FSTAB, HOSTKEYS_UNIT, BOX_VAGRANTFILE, vagrant_pub().read_text()],
+        "sources": _host_sources().read_text(),
+        "apt_options": {p.name: p.read_text() for p in _host_apt_options()},
+        "disk_gib": DISK_GIB,
+        "version": 1,
+    }
+
+
+def recipe_key() -> str:
+    return hashlib.sha256(json.dumps(recipe(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def box_path(key: str) -> Path:
+    return CACHE / key / "halab-bookworm-local.box"
+
+
+def run(cmd: list[str], log: Path) -> None:
+    with log.open("a") as out:
+        out.write(f"\n$ {' '.join(cmd)}\n")
+        out.flush()
+        result = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=False)
+    if result.returncode != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+        die(f"{cmd[0]} failed (exit {result.returncode}); full log {log}:\n{tail}")
+
+
+def build(key: str) -> Path:
+    missing = sorted({pkg for tool, pkg in NEEDS.items() if shutil.which(tool) is None})
+    if missing:
+        die("missing host packages: apt-get install " + " ".join(missing))
+    if os.geteuid() != 0:
+        die("building the box needs root (mmdebstrap in root mode, a chroot)")
+    target = CACHE / key
+    partial = CACHE / f"{key}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    staging = partial / "staging"
+    staging.mkdir()
+    rootfs = partial / "rootfs"
+    log = partial / "build.log"
+    started = time.monotonic()
+    print(f"building the box {BOX_NAME} ({key}), log in {log} ...", file=sys.stderr, flush=True)
+    setup = [f"--setup-hook=copy-in {p} /etc/apt/apt.conf.d/" for p in _host_apt_options()]
+    stage(staging)
+    customize = [f"--customize-hook={h}" for h in hooks(staging)]
+    run(
+        [
+            "mmdebstrap", "--variant=minbase", "--include=" + ",".join(BASE + ROLES),
+            # Keep the apt lists: the roles' apt tasks (cache_valid_time) then skip `apt update`.
+            "--skip=cleanup/apt/lists",
+            *setup, *customize, SUITE, str(rootfs), str(_host_sources()),
+        ],
+        log,
+    )
+    mmdebstrap_s = time.monotonic() - started
+    kernels = sorted((rootfs / "boot").glob("vmlinuz-*"))
+    initrds = sorted((rootfs / "boot").glob("initrd.img-*"))
+    if not kernels or not initrds:
+        die(f"no kernel/initrd in {rootfs}/boot (is linux-image-amd64 installed?)")
+    out = partial / "box"
+    out.mkdir()
+    shutil.copy(kernels[-1], out / "vmlinuz")
+    shutil.copy(initrds[-1], out / "initrd.img")
+    (out / "Vagrantfile").write_text(BOX_VAGRANTFILE)
+    (out / "metadata.json").write_text(json.dumps({"provider": "libvirt", "format": "qcow2", "virtual_size": DISK_GIB}))
+    raw = partial / "rootfs.ext4"
+    run(["truncate", "-s", f"{DISK_GIB}G", str(raw)], log)
+    run(["mkfs.ext4", "-q", "-F", "-L", "halab-root", "-d", str(rootfs), str(raw)], log)
+    run(["qemu-img", "convert", "-O", "qcow2", str(raw), str(out / "box.img")], log)
+    raw.unlink()
+    shutil.rmtree(rootfs)
+    shutil.rmtree(staging)
+    with tarfile.open(partial / box_path(key).name, "w") as tar:  # uncompressed: qcow2 is already compact
+        for name in ("metadata.json", "Vagrantfile", "vmlinuz", "initrd.img", "box.img"):
+            tar.add(out / name, arcname=name)
+    shutil.rmtree(out)
+    took = time.monotonic() - started
+    (partial / "recipe.json").write_text(json.dumps(recipe(), sort_keys=True, indent=2))
+    (partial / "complete").write_text(f"mmdebstrap {mmdebstrap_s:.0f}s, total {took:.0f}s\n")
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+    size = box_path(key).stat().st_size / 2**20
+    print(f"box built in {took:.0f} s (mmdebstrap {mmdebstrap_s:.0f} s), {size:.0f} MiB", file=sys.stderr, flush=True)
+    return box_path(key)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--key", action="store_true", help="print the recipe key and exit")
+    parser.add_argument("--rebuild", action="store_true", help="build even if a box for this recipe is cached")
+    args = parser.parse_args()
+    key = recipe_key()
+    if args.key:
+        print(key)
+        return
+    if args.rebuild or not (CACHE / key / "complete").exists():
+        build(key)
+    print(box_path(key))
+
+
+if __name__ == "__main__":
+    main()
