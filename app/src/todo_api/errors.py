@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -30,6 +30,32 @@ def error_response(
 
 def error_bytes(error: str, detail: Any = None) -> bytes:
     return json.dumps({"error": error, "detail": detail}, separators=(",", ":")).encode()
+
+
+class _MarksRedisDown(Protocol):
+    def mark_redis_down(self) -> None: ...
+
+
+def redis_error_response(
+    exc: Exception, metrics: Metrics | None, health: _MarksRedisDown | None, retry_after: int
+) -> Response:
+    """503 for a Redis failure (also used by the ASGI fast path, so both answer alike)."""
+    if metrics is not None:
+        metrics.redis_errors.inc()
+    if health is not None:
+        health.mark_redis_down()
+    get_logger().error("redis error", extra={"err": f"{type(exc).__name__}: {exc}"})
+    return error_response(
+        503,
+        "storage unavailable",
+        f"{type(exc).__name__}: {exc}",
+        {"Retry-After": str(retry_after)},
+    )
+
+
+def internal_error_response(exc: BaseException) -> Response:
+    get_logger().error("unhandled error", exc_info=exc)
+    return error_response(500, "internal error", type(exc).__name__)
 
 
 def _clean(errors: Any) -> list[dict[str, Any]]:
@@ -67,22 +93,12 @@ def install_error_handlers(
         return error_response(exc.status_code, phrase, detail, dict(exc.headers or {}))
 
     async def on_redis(request: Request, exc: Exception) -> Response:
-        if metrics is not None:
-            metrics.redis_errors.inc()
-        hc = getattr(request.app.state, "health", None)
-        if hc is not None:
-            hc.mark_redis_down()
-        get_logger().error("redis error", extra={"err": f"{type(exc).__name__}: {exc}"})
-        return error_response(
-            503,
-            "storage unavailable",
-            f"{type(exc).__name__}: {exc}",
-            {"Retry-After": str(retry_after)},
+        return redis_error_response(
+            exc, metrics, getattr(request.app.state, "health", None), retry_after
         )
 
     async def on_any(request: Request, exc: Exception) -> Response:
-        get_logger().error("unhandled error", exc_info=exc)
-        return error_response(500, "internal error", type(exc).__name__)
+        return internal_error_response(exc)
 
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)

@@ -34,10 +34,14 @@ class HealthChecker:
         self._redis_at = 0.0
         self._ready: bool | None = None
         self._mem_over: bool | None = None
+        self._last_reading: MemoryReading | None = None
 
     def memory(self) -> tuple[bool, MemoryReading]:
         """Cached memory reading and whether it is over the threshold (hot path)."""
         r = self.monitor.read()
+        if r is self._last_reading:  # same cached reading: nothing new to set or log
+            return bool(self._mem_over), r
+        self._last_reading = r
         over = self.monitor.over_threshold(r)
         self.metrics.memory_used.set(r.used_bytes)
         self.metrics.memory_limit.set(r.limit_bytes)

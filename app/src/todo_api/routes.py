@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, model_validator
 
 from .errors import ErrorBody, error_response, install_error_handlers
+from .fastpath import FastPath
 from .middleware import PublicMiddleware
 from .runtime import Runtime
 
@@ -75,7 +76,80 @@ def _fingerprint(payload: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def build_router(rt: Runtime) -> APIRouter:
+class TodoService:
+    """GET/POST /api/todos after parsing and validation: shared by the FastAPI routes and the
+    ASGI fast path (``fastpath.py``), so both give the same answers."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.store = rt.store
+        self.settings = rt.settings
+
+    async def list(self) -> Response:
+        return Response(await self.store.list_json(), media_type="application/json")
+
+    async def create(self, payload: TodoIn, idempotency_key: str | None) -> Response:
+        store, s, rt = self.store, self.settings, self.rt
+        todo = {
+            "id": uuid.uuid4().hex,
+            "texto": payload.texto,
+            "completada": False,
+            "createdAt": datetime.now(UTC).isoformat(timespec="milliseconds").replace(
+                "+00:00", "Z"
+            ),
+            "instance": s.instance,
+        }
+        body = json.dumps(todo, separators=(",", ":"))
+        if idempotency_key is None:
+            await store.create(todo, todo_json=body)
+            return Response(body, status_code=201, media_type="application/json")
+        fp = _fingerprint(payload.model_dump())
+        token = uuid.uuid4().hex
+        begin = await store.idem_begin(idempotency_key, fp, token, s.idempotency_pending_ttl)
+        if begin.outcome == "done":
+            rt.metrics.idempotent_replays.inc()
+            return Response(
+                begin.body,
+                status_code=begin.status,
+                media_type="application/json",
+                headers={"Idempotent-Replayed": "true"},
+            )
+        if begin.outcome == "mismatch":
+            return error_response(
+                422,
+                "idempotency key reused with a different body",
+                {"idempotencyKey": idempotency_key},
+            )
+        if begin.outcome == "pending":
+            return error_response(
+                409,
+                "request with this idempotency key is still in flight",
+                {"idempotencyKey": idempotency_key},
+                {"Retry-After": "1"},
+            )
+        record = json.dumps(
+            {"state": "done", "fp": fp, "token": token, "status": 201, "body": body}
+        )
+        try:
+            ok = await store.create(
+                todo, idempotency_key, token, record, s.idempotency_ttl, todo_json=body
+            )
+        except Exception:
+            # if Redis is gone the pending marker expires by itself (pending TTL)
+            with contextlib.suppress(Exception):
+                await store.idem_abort(idempotency_key, token)
+            raise
+        if not ok:
+            return error_response(
+                409,
+                "idempotency key taken over by another request",
+                {"idempotencyKey": idempotency_key},
+                {"Retry-After": "1"},
+            )
+        return Response(body, status_code=201, media_type="application/json")
+
+
+def build_router(rt: Runtime, svc: TodoService) -> APIRouter:
     r = APIRouter()
     store = rt.store
     s = rt.settings
@@ -111,7 +185,7 @@ def build_router(rt: Runtime) -> APIRouter:
 
     @r.get("/api/todos", response_model=list[Todo], responses=E503, tags=["todos"])
     async def list_todos() -> Response:
-        return Response(await store.list_json(), media_type="application/json")
+        return await svc.list()
 
     @r.post(
         "/api/todos",
@@ -137,61 +211,7 @@ def build_router(rt: Runtime) -> APIRouter:
             ),
         ] = None,
     ) -> Response:
-        todo = {
-            "id": uuid.uuid4().hex,
-            "texto": payload.texto,
-            "completada": False,
-            "createdAt": datetime.now(UTC).isoformat(timespec="milliseconds").replace(
-                "+00:00", "Z"
-            ),
-            "instance": s.instance,
-        }
-        body = json.dumps(todo, separators=(",", ":"))
-        if idempotency_key is None:
-            await store.create(todo)
-            return Response(body, status_code=201, media_type="application/json")
-        fp = _fingerprint(payload.model_dump())
-        token = uuid.uuid4().hex
-        begin = await store.idem_begin(idempotency_key, fp, token, s.idempotency_pending_ttl)
-        if begin.outcome == "done":
-            rt.metrics.idempotent_replays.inc()
-            return Response(
-                begin.body,
-                status_code=begin.status,
-                media_type="application/json",
-                headers={"Idempotent-Replayed": "true"},
-            )
-        if begin.outcome == "mismatch":
-            return error_response(
-                422,
-                "idempotency key reused with a different body",
-                {"idempotencyKey": idempotency_key},
-            )
-        if begin.outcome == "pending":
-            return error_response(
-                409,
-                "request with this idempotency key is still in flight",
-                {"idempotencyKey": idempotency_key},
-                {"Retry-After": "1"},
-            )
-        record = json.dumps(
-            {"state": "done", "fp": fp, "token": token, "status": 201, "body": body}
-        )
-        try:
-            ok = await store.create(todo, idempotency_key, token, record, s.idempotency_ttl)
-        except Exception:
-            # if Redis is gone the pending marker expires by itself (pending TTL)
-            with contextlib.suppress(Exception):
-                await store.idem_abort(idempotency_key, token)
-            raise
-        if not ok:
-            return error_response(
-                409,
-                "idempotency key taken over by another request",
-                {"idempotencyKey": idempotency_key},
-                {"Retry-After": "1"},
-            )
-        return Response(body, status_code=201, media_type="application/json")
+        return await svc.create(payload, idempotency_key)
 
     @r.patch(
         "/api/todos/{todo_id}",
@@ -232,7 +252,8 @@ def create_public_app(rt: Runtime) -> FastAPI:
     app.state.health = rt.health
     app.state.runtime = rt
     install_error_handlers(app, rt.metrics, rt.settings.retry_after_seconds)
-    app.include_router(build_router(rt))
-    app.add_middleware(PublicMiddleware, rt=rt)
+    svc = TodoService(rt)
+    app.include_router(build_router(rt, svc))
+    app.add_middleware(PublicMiddleware, rt=rt, fast=FastPath(rt, svc, TodoIn))
 
     return app

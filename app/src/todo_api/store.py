@@ -142,13 +142,15 @@ class TodoStore:
         token: str = "",
         record: str = "",
         ttl: int = 0,
+        todo_json: str | None = None,
     ) -> bool:
-        """Store ``todo`` (and the idempotency record). False if the key belongs to another."""
+        """Store ``todo`` (and the idempotency record). False if the key belongs to another.
+        ``todo_json``: the caller's compact JSON of ``todo`` when it already has it."""
         ok = await self._create(
             keys=[DATA, ORDER, SEQ, IDEM_PREFIX + idem_key if idem_key else IDEM_PREFIX],
             args=[
                 todo["id"],
-                json.dumps(todo, separators=(",", ":")),
+                todo_json if todo_json is not None else json.dumps(todo, separators=(",", ":")),
                 "1" if idem_key else "0",
                 token,
                 record,
