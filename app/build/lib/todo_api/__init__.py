@@ -1,4 +1,0 @@
-"""halab todo API service."""
-
-__all__ = ["__version__"]
-__version__ = "0.1.0"
