@@ -1,0 +1,472 @@
+// halab's page: the todos, and a live view of which instance serves and which is sick.
+// No framework, no build step. Talks to two kinds of paths on the load balancer:
+//   /api/...            the todo API, load balanced (every answer names its instance: X-Instance);
+//   /status/...         read-only status NGINX exposes for this page: each instance's health probed
+//                       directly (no retry on the other instance), and the share of recent
+//                       requests from Prometheus (a fixed query, so no PromQL comes from browsers).
+// It never offers to repair a node: a request through the load balancer cannot reach a node the
+// load balancer has isolated. It shows how an operator does it instead.
+"use strict";
+
+(() => {
+  const DEFAULTS = {
+    pollMs: 750, // health of each instance; a change of state must show within 2 s
+    probeTimeoutMs: 2500, // NGINX answers DOWN itself well before this
+    todosRefreshMs: 3000,
+    sharesRefreshMs: 5000,
+    sharesPath: "/status/requests",
+    recentWindow: 50, // this page's own last N answers, for its local share
+    instances: [
+      { id: "1", node: "app1", status: "/status/instances/1" },
+      { id: "2", node: "app2", status: "/status/instances/2" },
+    ],
+    recover: "ansible-playbook playbooks/recover.yml -e instance={id}",
+    shell: "ssh {node}",
+  };
+  const STATES = ["OK", "UNHEALTHY", "DOWN"];
+
+  let cfg = DEFAULTS;
+  const cards = new Map(); // instance id -> {el, state, data}
+  const recent = []; // X-Instance of this page's recent API answers
+  const $ = (sel, root = document) => root.querySelector(sel);
+
+  // ---------- small helpers ----------
+  const clock = () => new Date().toLocaleTimeString([], { hour12: false });
+  const fill = (tpl, inst) => tpl.replaceAll("{id}", inst.id).replaceAll("{node}", inst.node || `instance ${inst.id}`);
+
+  function uuid() {
+    // crypto.randomUUID() exists only in secure contexts (https, localhost); the lab's page is
+    // plain http on 192.168.56.10, so build the same v4 UUID from getRandomValues there.
+    if (typeof crypto.randomUUID === "function") {
+      try {
+        return crypto.randomUUID();
+      } catch (_) {
+        /* not a secure context */
+      }
+    }
+    const b = crypto.getRandomValues(new Uint8Array(16));
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    const h = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+    return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+  }
+
+  function announce(text) {
+    const live = $("#cluster-live");
+    live.textContent = "";
+    // a fresh text node so screen readers announce a repeated message too
+    setTimeout(() => (live.textContent = text), 50);
+  }
+
+  // ---------- the API, through the load balancer ----------
+  async function api(method, path, body, headers = {}) {
+    const t0 = performance.now();
+    const init = { method, cache: "no-store", headers: { Accept: "application/json", ...headers } };
+    if (body !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    let res;
+    try {
+      res = await fetch(path, init);
+    } catch (err) {
+      logRequest(method, path, "network error", null, performance.now() - t0);
+      showBanner("The load balancer does not answer (network error).");
+      return { ok: false, status: 0, data: null, instance: null };
+    }
+    showBanner("");
+    const instance = res.headers.get("X-Instance");
+    let data = null;
+    if (res.status !== 204) {
+      try {
+        data = await res.json();
+      } catch (_) {
+        data = null;
+      }
+    }
+    if (instance) {
+      recent.push(instance);
+      while (recent.length > cfg.recentWindow) recent.shift();
+      renderLocalShares();
+    }
+    logRequest(method, path, res.status, instance, performance.now() - t0);
+    return { ok: res.ok, status: res.status, data, instance, replayed: res.headers.get("Idempotent-Replayed") === "true" };
+  }
+
+  function who(r) {
+    return r.instance ? `instance ${r.instance}` : "no instance (the load balancer itself)";
+  }
+
+  function logRequest(method, path, status, instance, ms) {
+    const ol = $("#requests");
+    const li = document.createElement("li");
+    li.dataset.instance = instance || "";
+    li.textContent = `${clock()} ${method} ${path} → ${status}${instance ? `, instance ${instance}` : ""} (${Math.round(ms)} ms)`;
+    ol.prepend(li);
+    while (ol.children.length > 8) ol.lastElementChild.remove();
+  }
+
+  function showBanner(text) {
+    const b = $("#lb-banner");
+    b.textContent = text;
+    b.hidden = !text;
+  }
+
+  function setActionStatus(text, kind) {
+    const p = $("#action-status");
+    p.textContent = text;
+    p.dataset.kind = kind || "";
+  }
+
+  // ---------- todos ----------
+  const todoItems = new Map(); // id -> li
+  let pendingAdd = null; // {texto, key}: a submission not confirmed yet; retried with the same key
+  let loading = false;
+  let mutations = 0; // a list fetched while a change was in flight may predate it: not rendered
+
+  async function loadTodos() {
+    if (loading) return;
+    loading = true;
+    const seenMutations = mutations;
+    try {
+      const r = await api("GET", "/api/todos");
+      if (r.ok && Array.isArray(r.data) && seenMutations === mutations) renderTodos(r.data);
+    } finally {
+      loading = false;
+    }
+  }
+
+  function renderTodos(todos) {
+    const ul = $("#todos");
+    const seen = new Set();
+    todos.forEach((t, i) => {
+      seen.add(t.id);
+      let li = todoItems.get(t.id);
+      if (!li) {
+        li = todoItem(t);
+        todoItems.set(t.id, li);
+      }
+      updateTodoItem(li, t);
+      if (ul.children[i] !== li) ul.insertBefore(li, ul.children[i] || null);
+    });
+    for (const [id, li] of todoItems) {
+      if (!seen.has(id)) {
+        li.remove();
+        todoItems.delete(id);
+      }
+    }
+    $("#todos-empty").hidden = todos.length > 0;
+  }
+
+  function upsertTodo(t) {
+    let li = todoItems.get(t.id);
+    if (!li) {
+      li = todoItem(t);
+      todoItems.set(t.id, li);
+      $("#todos").append(li);
+    }
+    updateTodoItem(li, t);
+    $("#todos-empty").hidden = true;
+  }
+
+  function todoItem(t) {
+    const li = document.createElement("li");
+    li.className = "todo";
+    li.dataset.id = t.id;
+    const box = document.createElement("input");
+    box.type = "checkbox";
+    box.id = `todo-${t.id}`;
+    const label = document.createElement("label");
+    label.htmlFor = box.id;
+    label.className = "todo-text";
+    const by = document.createElement("span");
+    by.className = "todo-by";
+    by.id = `todo-${t.id}-by`;
+    box.setAttribute("aria-describedby", by.id);
+    const del = document.createElement("button");
+    del.type = "button";
+    del.className = "delete";
+    del.textContent = "Delete";
+    box.addEventListener("change", () => toggleTodo(li, box));
+    del.addEventListener("click", () => deleteTodo(li, del));
+    li.append(box, label, by, del);
+    return li;
+  }
+
+  function updateTodoItem(li, t) {
+    const box = li.querySelector("input");
+    const label = li.querySelector("label");
+    if (label.textContent !== t.texto) label.textContent = t.texto;
+    if (!li.dataset.busy) box.checked = Boolean(t.completada);
+    li.classList.toggle("done", Boolean(t.completada));
+    li.querySelector(".todo-by").textContent = `added by ${t.instance}`;
+    li.querySelector(".delete").setAttribute("aria-label", `Delete “${t.texto}”`);
+    li.dataset.texto = t.texto;
+  }
+
+  async function addTodo(ev) {
+    ev.preventDefault();
+    const input = $("#new-todo");
+    const texto = input.value.trim();
+    if (!texto) {
+      setActionStatus("Type a todo first.", "error");
+      input.focus();
+      return;
+    }
+    // Same text as an unconfirmed submission = the user's retry of it: same Idempotency-Key, so
+    // the API stores it once even if the first attempt did reach an instance.
+    if (!pendingAdd || pendingAdd.texto !== texto) pendingAdd = { texto, key: uuid() };
+    const btn = $("#add-button");
+    btn.disabled = true;
+    mutations++;
+    try {
+      const r = await api("POST", "/api/todos", { texto }, { "Idempotency-Key": pendingAdd.key });
+      if (r.ok && r.data && r.data.id) {
+        pendingAdd = null;
+        input.value = "";
+        const replay = r.replayed ? " (a retry: it had been stored already, not stored twice)" : "";
+        setActionStatus(`Added “${r.data.texto}”: answered by ${who(r)}${replay}.`, "ok");
+        upsertTodo(r.data);
+      } else {
+        const why = (r.data && (r.data.error || r.data.detail)) || (r.status ? `HTTP ${r.status}` : "network error");
+        setActionStatus(`Not added (${why}, ${who(r)}). Press Add again to retry the same submission.`, "error");
+      }
+    } finally {
+      btn.disabled = false;
+      input.focus();
+    }
+  }
+
+  async function toggleTodo(li, box) {
+    const completada = box.checked;
+    li.dataset.busy = "1";
+    mutations++;
+    try {
+      const r = await api("PATCH", `/api/todos/${encodeURIComponent(li.dataset.id)}`, { completada });
+      if (r.ok && r.data) {
+        updateTodoItem(li, r.data);
+        setActionStatus(`Marked “${r.data.texto}” ${completada ? "done" : "not done"}: answered by ${who(r)}.`, "ok");
+      } else {
+        box.checked = !completada;
+        setActionStatus(`Not changed (HTTP ${r.status || "error"}, ${who(r)}).`, "error");
+      }
+    } finally {
+      delete li.dataset.busy;
+    }
+  }
+
+  async function deleteTodo(li, btn) {
+    const texto = li.dataset.texto;
+    btn.disabled = true;
+    mutations++;
+    const r = await api("DELETE", `/api/todos/${encodeURIComponent(li.dataset.id)}`);
+    if (r.ok || r.status === 404) {
+      // focus moves to a neighbour, not to the top of the page
+      const next = li.nextElementSibling || li.previousElementSibling;
+      todoItems.delete(li.dataset.id);
+      li.remove();
+      $("#todos-empty").hidden = todoItems.size > 0;
+      (next ? next.querySelector("button") : $("#new-todo")).focus();
+      setActionStatus(`Deleted “${texto}”: answered by ${who(r)}${r.status === 404 ? " (it was already gone)" : ""}.`, "ok");
+    } else {
+      btn.disabled = false;
+      setActionStatus(`Not deleted (HTTP ${r.status || "error"}, ${who(r)}).`, "error");
+    }
+  }
+
+  // ---------- the cluster panel ----------
+  function buildCards() {
+    const ul = $("#instances");
+    const tpl = $("#instance-template");
+    for (const inst of cfg.instances) {
+      const li = tpl.content.firstElementChild.cloneNode(true);
+      li.dataset.instance = inst.id;
+      const title = `instance-${inst.id}-title`;
+      li.querySelector("article").setAttribute("aria-labelledby", title);
+      const h = li.querySelector(".instance-name");
+      h.id = title;
+      h.textContent = `Instance ${inst.id}`;
+      if (inst.node) {
+        const small = document.createElement("span");
+        small.className = "node";
+        small.textContent = ` on ${inst.node}`;
+        h.append(small);
+      }
+      const steps = li.querySelector(".repair-steps");
+      const step = (lead, cmd, tail) => {
+        const s = document.createElement("li");
+        const code = document.createElement("code");
+        code.textContent = cmd;
+        s.append(lead, code, tail);
+        steps.append(s);
+      };
+      step("From the controller: ", fill(cfg.recover, inst), " (restarts it and waits until it is healthy);");
+      step(`or on the node (${fill(cfg.shell, inst)}): `, `systemctl restart todo-api@${inst.id}`, ";");
+      step("or, if a stress holds its memory, on the node: ", `todo-apictl --instance ${inst.id} clear`, ".");
+      ul.append(li);
+      cards.set(inst.id, { el: li, state: null, data: null });
+    }
+  }
+
+  function logEvent(text) {
+    const ol = $("#events");
+    const li = document.createElement("li");
+    li.textContent = `${clock()} ${text}`;
+    ol.prepend(li);
+    while (ol.children.length > 10) ol.lastElementChild.remove();
+  }
+
+  function describe(state, data) {
+    if (state === "DOWN") return "DOWN: it does not answer";
+    if (state === "UNKNOWN") return "unknown: the status path does not answer";
+    let s = state;
+    if (data && data.memoryPercent !== undefined) s += `, memory at ${data.memoryPercent}% of its limit`;
+    if (data && Array.isArray(data.reasons) && data.reasons.length) s += ` (${data.reasons.join("; ")})`;
+    return s;
+  }
+
+  function renderInstance(id, state, data) {
+    const card = cards.get(id);
+    const el = card.el;
+    const prev = card.state;
+    card.state = state;
+    card.data = data;
+    el.dataset.state = state;
+    $(".state-text", el).textContent = state === "UNKNOWN" ? "UNKNOWN" : state;
+    const mem = $(".mem-text", el);
+    const hasMem = data && typeof data.usedMB === "number" && typeof data.limitMB === "number";
+    if (hasMem) {
+      const pct = Number(data.memoryPercent);
+      mem.textContent = `${Math.round(data.usedMB)} of ${Math.round(data.limitMB)} MB (${pct.toFixed(0)}%; unhealthy at ${data.thresholdPercent}%)`;
+      $(".mem-fill", el).style.width = `${Math.min(100, Math.max(0, pct))}%`;
+      $(".mem-fill", el).classList.toggle("over", pct >= Number(data.thresholdPercent));
+      $(".mem-mark", el).style.left = `${data.thresholdPercent}%`;
+      $(".mem-mark", el).hidden = false;
+    } else {
+      mem.textContent = state === "DOWN" ? "– (no answer)" : "–";
+      $(".mem-fill", el).style.width = "0";
+      $(".mem-mark", el).hidden = true;
+    }
+    $(".repair", el).hidden = !(state === "UNHEALTHY" || state === "DOWN");
+    if (prev !== state) {
+      el.dataset.since = String(Date.now()); // when this page first saw the state (tests read it)
+      if (prev === null) {
+        logEvent(`Instance ${id}: ${describe(state, data)}`);
+      } else {
+        const msg = `Instance ${id}: ${prev} → ${describe(state, data)}`;
+        logEvent(msg);
+        announce(msg + (state === "OK" ? "" : ". It is out of the load balancer; see how to repair it."));
+      }
+    }
+  }
+
+  async function probe(inst) {
+    const ctrl = new AbortController();
+    const timer = setTimeout(() => ctrl.abort(), cfg.probeTimeoutMs);
+    let state = "UNKNOWN";
+    let data = null;
+    try {
+      const res = await fetch(inst.status, { cache: "no-store", signal: ctrl.signal, headers: { Accept: "application/json" } });
+      try {
+        data = await res.json();
+      } catch (_) {
+        data = null;
+      }
+      if (data && STATES.includes(data.status)) state = data.status;
+      else if (res.status === 502 || res.status === 504) state = "DOWN";
+    } catch (_) {
+      // no answer from the load balancer itself: we cannot tell the instance's state
+      state = "UNKNOWN";
+    } finally {
+      clearTimeout(timer);
+    }
+    renderInstance(inst.id, state, data);
+    $("#last-check").textContent = clock();
+  }
+
+  function pollInstance(inst) {
+    const loop = async () => {
+      const t0 = performance.now();
+      if (!document.hidden) await probe(inst);
+      const wait = document.hidden ? cfg.pollMs * 4 : Math.max(0, cfg.pollMs - (performance.now() - t0));
+      setTimeout(loop, wait);
+    };
+    loop();
+  }
+
+  function renderLocalShares() {
+    const n = recent.length;
+    for (const [id, card] of cards) {
+      const k = recent.filter((x) => x === id).length;
+      $(".local-text", card.el).textContent = `${k} of the last ${n} API answers`;
+      card.el.dataset.localCount = String(k);
+      if (!card.promShare) {
+        const pct = n ? Math.round((100 * k) / n) : 0;
+        $(".share-text", card.el).textContent = n ? `${pct}% of this page's last ${n} requests (Prometheus not reachable)` : "–";
+        $(".share-fill", card.el).style.width = `${pct}%`;
+      }
+    }
+  }
+
+  async function loadShares() {
+    let rates = null;
+    try {
+      const res = await fetch(cfg.sharesPath, { cache: "no-store", headers: { Accept: "application/json" } });
+      const body = await res.json();
+      if (res.ok && body.status === "success" && body.data && Array.isArray(body.data.result)) {
+        rates = new Map();
+        for (const r of body.data.result) {
+          const id = r.metric.todo_api_instance || r.metric.instance;
+          rates.set(String(id), Number(r.value[1]) || 0);
+        }
+      }
+    } catch (_) {
+      rates = null;
+    }
+    const total = rates ? [...rates.values()].reduce((a, b) => a + b, 0) : 0;
+    for (const [id, card] of cards) {
+      card.promShare = rates !== null;
+      if (!rates) continue;
+      const rate = rates.get(id) || 0;
+      const pct = total > 0 ? Math.round((100 * rate) / total) : 0;
+      $(".share-text", card.el).textContent = `${pct}% (${rate.toFixed(2)} req/s over the last minute, all clients)`;
+      $(".share-fill", card.el).style.width = `${pct}%`;
+    }
+    if (!rates) renderLocalShares();
+  }
+
+  function every(ms, fn) {
+    const loop = async () => {
+      if (!document.hidden) {
+        try {
+          await fn();
+        } catch (_) {
+          /* shown where it matters; keep polling */
+        }
+      }
+      setTimeout(loop, ms);
+    };
+    loop();
+  }
+
+  async function start() {
+    try {
+      const res = await fetch("config.json", { cache: "no-store" });
+      if (res.ok) cfg = { ...DEFAULTS, ...(await res.json()) };
+    } catch (_) {
+      cfg = DEFAULTS;
+    }
+    $("#poll-ms").textContent = String(cfg.pollMs);
+    buildCards();
+    renderLocalShares();
+    $("#add-form").addEventListener("submit", addTodo);
+    cfg.instances.forEach(pollInstance);
+    every(cfg.todosRefreshMs, loadTodos);
+    if (cfg.sharesPath) every(cfg.sharesRefreshMs, loadShares);
+    document.addEventListener("visibilitychange", () => {
+      if (!document.hidden) loadTodos();
+    });
+  }
+
+  start();
+})();

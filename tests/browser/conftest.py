@@ -1,0 +1,113 @@
+"""Fixtures for the page's browser test: a target (the lab's lb, or the local loopback stack) and
+Debian's Chromium driven headless by Selenium through Debian's chromedriver (nothing downloaded).
+
+HALAB_BROWSER_TARGET=lab (default): http://<lb address from topology.yml>/, faults through the
+management plane (`lab/labctl ssh app1 -- todo-apictl --instance 1 stress`).
+HALAB_BROWSER_TARGET=local: tests/browser/local_stack.py on 127.0.0.1 (no lab needed).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "artifacts" / "browser"
+CHROMIUM = os.environ.get("HALAB_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("HALAB_CHROMEDRIVER", "/usr/bin/chromedriver")
+CHROME_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=1280,900",
+]
+
+
+@dataclass
+class Target:
+    url: str
+    node_of: dict[str, str]  # instance -> node (for messages)
+    _apictl: Any
+
+    def apictl(self, instance: str, verb: str) -> subprocess.CompletedProcess[str]:
+        return self._apictl(instance, verb)  # type: ignore[no-any-return]
+
+
+def _lab_target() -> Target:
+    from lab import topology
+
+    topo = topology.load()
+    url = os.environ.get("HALAB_URL", f"http://{topo.node('lb').address}/")
+    node_of = {str(i): n.name for n in topo.nodes for i in n.host_vars.get("todo_api_instances", [])}
+    try:
+        urllib.request.urlopen(url + "config.json", timeout=5).read()
+    except (urllib.error.URLError, OSError) as exc:
+        pytest.skip(f"the lab's page does not answer at {url}config.json ({exc}): provision the lab first (make lab)")
+
+    def apictl(instance: str, verb: str) -> subprocess.CompletedProcess[str]:
+        cmd = [str(REPO / "lab" / "labctl"), "ssh", node_of[instance], "--", "todo-apictl", "--instance", instance, verb]
+        result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=180, check=False)
+        if result.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        return result
+
+    return Target(url=url, node_of=node_of, _apictl=apictl)
+
+
+@pytest.fixture(scope="session")
+def target() -> Iterator[Target]:
+    kind = os.environ.get("HALAB_BROWSER_TARGET", "lab")
+    if kind == "local":
+        from .local_stack import LocalStack
+
+        stack = LocalStack().start()
+        try:
+            yield Target(url=stack.url, node_of={"1": "local", "2": "local"}, _apictl=stack.apictl)
+        finally:
+            stack.stop()
+    elif kind == "lab":
+        yield _lab_target()
+    else:
+        raise pytest.UsageError(f"HALAB_BROWSER_TARGET={kind!r}: use lab or local")
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
+        pytest.skip(f"needs Debian's chromium and chromium-driver ({CHROMIUM}, {CHROMEDRIVER}): apt-get install them")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="halab-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in [*CHROME_FLAGS, f"--user-data-dir={profile}"]:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)

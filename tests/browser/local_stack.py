@@ -1,0 +1,218 @@
+"""The page's stack on loopback, without the lab: redis-server, two todo-api instances and an
+NGINX whose site is rendered from roles/nginx_lb's own templates (so the /status/ paths tested
+here are the ones the role deploys), serving roles/frontend/files/www and a config.json rendered
+from roles/frontend's template.
+
+    .venv/bin/python -m tests.browser.local_stack      # runs until Ctrl-C, prints the URL
+    HALAB_BROWSER_TARGET=local .venv/bin/pytest -q tests/browser
+
+Everything listens on 127.0.0.1 only; state lives under a temporary directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+WWW = REPO / "roles" / "frontend" / "files" / "www"
+NGINX_LB = REPO / "roles" / "nginx_lb"
+FRONTEND = REPO / "roles" / "frontend"
+STATUS_SNIPPET = Path(__file__).with_name("status_locations.conf.j2")
+
+PORTS = {"redis": 18379, "api": 18001, "nginx": 18080, "stub": 18081, "prometheus": 18090}
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _wait_port(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _free(port):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+def _defaults(role: Path) -> dict[str, Any]:
+    return dict(yaml.safe_load((role / "defaults" / "main.yml").read_text()))
+
+
+def _env() -> jinja2.Environment:
+    # trim_blocks like Ansible's template module
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader([str(NGINX_LB / "templates"), str(FRONTEND / "templates")]), trim_blocks=True
+    )
+    env.filters["comment"] = lambda s: "\n".join(f"# {line}" for line in str(s).splitlines())
+    env.filters["to_json"] = json.dumps
+    env.filters["to_nice_json"] = lambda v, indent=4: json.dumps(v, indent=indent, sort_keys=True)
+    env.filters["bool"] = lambda v: v if isinstance(v, bool) else str(v).lower() in ("1", "true", "yes", "on")
+    return env
+
+
+class LocalStack:
+    def __init__(self) -> None:
+        busy = [f"{k}:{p}" for k, p in PORTS.items() if k != "prometheus" and not _free(p)]
+        if busy:
+            raise RuntimeError(f"loopback ports in use: {busy}")
+        self.dir = Path(tempfile.mkdtemp(prefix="halab-fe-"))
+        self.dir.chmod(0o755)  # NGINX workers (nobody) read the web root below it
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.url = f"http://127.0.0.1:{PORTS['nginx']}/"
+        self.sockets = {str(i): f"{self.dir}/manage-{i}.sock" for i in (1, 2)}
+
+    # -- what the page needs --------------------------------------------------------------
+    def _vars(self) -> dict[str, Any]:
+        host = "local"
+        variables: dict[str, Any] = {**_defaults(NGINX_LB), **_defaults(FRONTEND)}
+        variables.update(
+            ansible_managed="rendered by tests/browser/local_stack.py",
+            groups={"api": [host], "monitoring": [host], "lb": [host]},
+            hostvars={host: {"halab_private_address": "127.0.0.1", "todo_api_instances": [1, 2], "ansible_host": "127.0.0.1"}},
+            inventory_hostname=host,
+            nginx_lb_listen_port=PORTS["nginx"],
+            nginx_lb_upstream_port=PORTS["api"],
+            nginx_lb_stub_status_port=PORTS["stub"],
+            nginx_lb_web_root=str(self.dir / "www"),
+            nginx_lb_status_prometheus_port=PORTS["prometheus"],
+        )
+        variables.setdefault("nginx_lb_status_path", "/status")
+        variables.setdefault("nginx_lb_status_prometheus_group", "monitoring")
+        variables.setdefault("nginx_lb_status_prometheus_port", PORTS["prometheus"])
+        variables.setdefault("nginx_lb_status_connect_timeout", "500ms")
+        variables.setdefault("nginx_lb_status_read_timeout", "1s")
+        variables.setdefault(
+            "nginx_lb_status_requests_query",
+            'sum by (todo_api_instance) (rate(todo_api_requests_total{job="todo_api",'
+            'route!~"/api/health|/readyz|/livez|/metrics|shed"}[1m]))',
+        )
+        # role defaults may refer to each other ({{ ... }}): render those strings once more
+        env = _env()
+        for key, value in list(variables.items()):
+            if isinstance(value, str) and "{{" in value:
+                variables[key] = env.from_string(value).render(**variables)
+        return variables
+
+    def _nginx_conf(self) -> str:
+        env = _env()
+        v = self._vars()
+        upstream = env.get_template("upstream.conf.j2").render(**v)
+        site = env.get_template("halab.conf.j2").render(**v)
+        if "/instances/" not in site:  # the role's template predates the status paths
+            snippet = env.from_string(STATUS_SNIPPET.read_text()).render(**v)
+            site = site.replace("    location / {", snippet + "\n    location / {", 1)
+        site = re.sub(r"^\s*listen \[::\].*$", "", site, flags=re.M)
+        site = site.replace(f"listen {PORTS['nginx']} default_server", f"listen 127.0.0.1:{PORTS['nginx']} default_server")
+        site = site.replace("/var/log/nginx/", f"{self.dir}/")
+        d = self.dir
+        return f"""
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+worker_processes 1;
+events {{ worker_connections 256; }}
+http {{
+    include /etc/nginx/mime.types;
+    default_type application/octet-stream;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    sendfile on;
+{upstream}
+{site}
+}}
+"""
+
+    def _web_root(self) -> None:
+        www = self.dir / "www"
+        shutil.copytree(WWW, www)
+        v = self._vars()
+        cfg = _env().get_template("config.json.j2").render(**v)
+        (www / "config.json").write_text(cfg)
+
+    # -- processes ------------------------------------------------------------------------
+    def _spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> None:
+        log = open(self.dir / f"{name}.log", "wb")  # noqa: SIM115 (kept open for the child)
+        self.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True))
+
+    def start(self) -> LocalStack:
+        try:
+            redis = ["redis-server", "--port", str(PORTS["redis"]), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+            self._spawn("redis", redis)
+            _wait_port(PORTS["redis"])
+            for i in (1, 2):
+                env = {
+                    **os.environ,
+                    "TODO_API_INSTANCE": str(i),
+                    "TODO_API_HOST": "127.0.0.1",
+                    "TODO_API_PORT": str(PORTS["api"] + i - 1),
+                    "TODO_API_MANAGEMENT": f"unix:{self.sockets[str(i)]}",
+                    "TODO_API_REDIS_URL": f"redis://127.0.0.1:{PORTS['redis']}/0",
+                    # no cgroup limit here: compare RSS with 512 MB, like the lab's MemoryMax
+                    "TODO_API_CGROUP_ROOT": str(self.dir / "no-cgroup"),
+                    "TODO_API_MEMORY_LIMIT_MB": "512",
+                }
+                self._spawn(f"api{i}", [str(VENV_BIN / "todo-api")], env)
+            for i in (1, 2):
+                _wait_port(PORTS["api"] + i - 1)
+            self._web_root()
+            conf = self.dir / "nginx.conf"
+            conf.write_text(self._nginx_conf())
+            subprocess.run(["nginx", "-t", "-q", "-p", str(self.dir), "-c", str(conf)], check=True)
+            self._spawn("nginx", ["nginx", "-p", str(self.dir), "-c", str(conf), "-g", "daemon off;"])
+            _wait_port(PORTS["nginx"])
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def apictl(self, instance: str, verb: str) -> subprocess.CompletedProcess[str]:
+        cmd = [str(VENV_BIN / "todo-apictl"), "--socket", self.sockets[instance], verb]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True)
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self.procs.clear()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _exit(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _exit)
+    stack = LocalStack().start()
+    print(f"halab page on {stack.url} (state in {stack.dir}); Ctrl-C stops it", flush=True)
+    try:
+        signal.pause()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        stack.stop()
