@@ -1,0 +1,24 @@
+"""A second provisioning of the running VMs changes nothing (the roles are idempotent)."""
+
+from __future__ import annotations
+
+import subprocess
+
+from .conftest import REPO, TOPO, parse_recap
+
+
+def test_parse_recap() -> None:
+    out = "PLAY RECAP ****\nlb    : ok=12   changed=0    unreachable=0    failed=0    skipped=3\n"
+    assert parse_recap(out) == {"lb": {"ok": 12, "changed": 0, "unreachable": 0, "failed": 0}}
+
+
+def test_second_vagrant_provision_changes_nothing() -> None:
+    # Exactly what a user types: Vagrant's own Ansible provisioner, all machines.
+    result = subprocess.run(["vagrant", "provision"], cwd=REPO, capture_output=True, text=True, timeout=3600, check=False)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-4000:]
+    recap = parse_recap(out)
+    assert set(recap) == {n.name for n in TOPO.nodes}, out[-4000:]
+    changed = {host: r for host, r in recap.items() if r["changed"] or r["failed"] or r["unreachable"]}
+    print("\nsecond provisioning recap: " + ", ".join(f"{h} ok={r['ok']} changed={r['changed']}" for h, r in recap.items()))
+    assert not changed, f"not idempotent: {changed}\n{out[-4000:]}"

@@ -1,0 +1,75 @@
+"""The seed's failover and an OOM kill, on real VMs (cgroup v2), under a light load.
+
+qemu without KVM is about five times slower than native, so the load is light
+(300 requests at 10/s, 1 POST in 5) and the waits are generous; the assertions
+are the same as on the nspawn lab: no client-visible failure, no todo lost or
+stored twice.
+"""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from tests.failover.loadgen import LoadRun
+
+from .conftest import LB_URL, all_todos, instance_healthy, on_instance, serves_through_lb, wait_until
+
+pytestmark = pytest.mark.usefixtures("healthy")
+
+LIGHT = {"total": 300, "rate": 10.0, "max_seconds": 60.0, "retry_budget": 30.0}
+
+
+def finish(run: LoadRun, name: str) -> dict[str, object]:
+    run.wait()
+    lost, duplicated = run.check_todos(all_todos())
+    row = run.report(name, lost, duplicated, instance="1")
+    print(f"\n{name}: {row}")
+    failures = [(o.method, o.status, o.error, o.attempts) for o in run.failures()[:10]]
+    assert row["requests"] == LIGHT["total"], f"the load stopped early: {row['requests']} requests"
+    assert row["failures"] == 0, f"{row['failures']} client-visible failures, e.g. {failures}"
+    assert row["lost"] == 0, f"{row['lost']} acknowledged todos lost"
+    assert row["duplicated"] == 0, f"{row['duplicated']} todos stored twice"
+    return row
+
+
+def test_seed_scenario_stress_and_recover_light() -> None:
+    run = LoadRun(LB_URL, **LIGHT).start()  # type: ignore[arg-type]
+    time.sleep(3)
+    run.mark("fault")
+    on_instance("1", "todo-apictl --instance 1 stress")
+    wait_until("instance 1 unhealthy", lambda: not instance_healthy("1"), timeout=60)
+    # The seed's own check: health through NGINX now only ever answers from instance 2.
+    with httpx.Client(base_url=LB_URL, timeout=10) as client:
+        seen = [client.get("/api/health").json() for _ in range(5)]
+    assert [(h["instance"], h["status"]) for h in seen] == [("2", "OK")] * 5, seen
+    time.sleep(3)
+    run.mark("recover")
+    on_instance("1", "todo-apictl --instance 1 clear")
+    wait_until("instance 1 healthy", lambda: instance_healthy("1"), timeout=60)
+    wait_until("instance 1 back in rotation", lambda: serves_through_lb("1"), timeout=60)
+    row = finish(run, "vagrant seed: stress + recover")
+    assert row["readmitted_after_s"] is not None, "instance 1 never came back into rotation"
+
+
+def test_past_memorymax_the_kernel_oom_kills_and_systemd_restarts() -> None:
+    def restarts() -> int:
+        return int(on_instance("1", "systemctl show -p NRestarts --value todo-api@1").stdout.strip())
+
+    before = restarts()
+    since = on_instance("1", "date '+%Y-%m-%d %H:%M:%S'").stdout.strip()
+    assert on_instance("1", "systemctl show -p MemoryMax --value todo-api@1").stdout.strip() == "536870912"
+    assert on_instance("1", "stat -fc %T /sys/fs/cgroup").stdout.strip() == "cgroup2fs", "a real VM has cgroup v2"
+    run = LoadRun(LB_URL, **LIGHT).start()  # type: ignore[arg-type]
+    time.sleep(3)
+    run.mark("fault")
+    # 700 MB against MemoryMax=512M: the kernel kills the unit before the call returns.
+    on_instance("1", "todo-apictl --instance 1 --timeout 60 stress --mb 700", check=False)
+    wait_until("a restart of todo-api@1", lambda: restarts() > before, timeout=120)
+    run.mark("recover")
+    wait_until("instance 1 healthy after the OOM kill", lambda: instance_healthy("1"), timeout=120)
+    journal = on_instance("1", f"journalctl -u todo-api@1 --since '{since}' --no-pager -o cat").stdout
+    finish(run, "vagrant: past MemoryMax, OOM kill")
+    assert "oom-kill" in journal, journal[-2000:]

@@ -1,0 +1,36 @@
+# halab on real VMs with the project's Vagrantfile: vagrant-libvirt driving
+# qemu without KVM, a box built here, everything inside the network namespace
+# `halab-vagrant`. Included from the Makefile, which defines BIN, PY and venv.
+# See vagrant/README.md.
+
+VLAB               := vagrant/vlab
+VAGRANT_INVENTORY  := .vagrant/provisioners/ansible/inventory/vagrant_ansible_inventory
+
+.PHONY: vagrant-deps vagrant-box vagrant-lab vagrant-down test-vagrant
+
+vagrant-deps: venv ## Vagrant route: apt packages (vagrant, vagrant-libvirt, libvirt, qemu)
+	$(VLAB) deps
+
+vagrant-box: vagrant-deps ## build the local libvirt box (cached by recipe) and add it to Vagrant
+	$(VLAB) box
+
+vagrant-lab: vagrant-deps ## five VMs (qemu, no KVM) with `vagrant up`, provisioned by Ansible
+	@started=$$(date +%s); \
+	$(VLAB) up; \
+	echo "--- make vagrant-lab took $$(( $$(date +%s) - started )) s"
+
+vagrant-down: ## destroy the VMs and the namespace; the host is left as it was (box cached)
+	$(VLAB) down
+
+# In the namespace: testinfra on the five VMs, a second provisioning that must
+# change nothing, then the seed's failover and the OOM kill under light load.
+test-vagrant: venv ## the tests on the Vagrant VMs (needs make vagrant-lab)
+	@started=$$(date +%s); \
+	test -s $(VAGRANT_INVENTORY) || { echo "no $(VAGRANT_INVENTORY): run make vagrant-lab first"; exit 1; }; \
+	set -e; \
+	if ls tests/infra/test_*.py >/dev/null 2>&1; then \
+	  $(VLAB) exec $(BIN)/pytest -q -p no:cacheprovider tests/infra \
+	    --hosts=ansible://all --ansible-inventory=$(VAGRANT_INVENTORY); \
+	else echo "tests/infra has no tests yet: skipped"; fi; \
+	$(VLAB) exec $(BIN)/pytest -q -p no:cacheprovider tests/vagrant; \
+	echo "--- make test-vagrant took $$(( $$(date +%s) - started )) s"
