@@ -1,0 +1,90 @@
+"""What a user and an operator see: balancing, what is public, the JSON 503, Prometheus."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from conftest import http, json_body, wait_for
+
+testinfra_hosts = ["ansible://api"]
+
+
+def test_requests_alternate_between_instances(lb_url):
+    seen = [http(f"{lb_url}/api/health")[1]["X-Instance"] for _ in range(6)]
+    assert set(seen) == {"1", "2"}
+    assert all(a != b for a, b in zip(seen, seen[1:])), seen
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/api/stress", "/api/stress/clear", "/manage/status"])
+def test_not_public(lb_url, path):
+    for method in ("GET", "POST"):
+        assert http(f"{lb_url}{path}", method=method)[0] == 404
+
+
+def test_static_frontend(lb_url):
+    status, headers, body = http(f"{lb_url}/")
+    assert status == 200 and b"halab" in body
+
+
+def test_post_through_the_lb(lb_url):
+    key = str(uuid.uuid4())
+    kw = {"data": json.dumps({"texto": "testinfra"}).encode(),
+          "headers": {"Content-Type": "application/json", "Idempotency-Key": key}}
+    first = http(f"{lb_url}/api/todos", method="POST", **kw)
+    again = http(f"{lb_url}/api/todos", method="POST", **kw)
+    assert first[0] == 201 and again[0] in (200, 201)
+    assert json_body(first[2])["id"] == json_body(again[2])["id"]
+
+
+def test_body_limit(lb_url):
+    status = http(f"{lb_url}/api/todos", method="POST", data=b"x" * 20000,
+                  headers={"Content-Type": "application/json"})[0]
+    assert status == 413
+
+
+def test_prometheus_targets_all_up(group, addr):
+    url = f"http://{addr(group('monitoring')[0])}:9090/api/v1/targets"
+
+    def all_up():
+        targets = json_body(http(url)[2])["data"]["activeTargets"]
+        return len(targets) >= len(group("all")) + 5 and all(t["health"] == "up" for t in targets)
+
+    assert wait_for(all_up, timeout=60, step=3), json_body(http(url)[2])
+
+
+def test_alert_rules_loaded(group, addr):
+    url = f"http://{addr(group('monitoring')[0])}:9090/api/v1/rules"
+    names = {r["name"] for g in json_body(http(url)[2])["data"]["groups"] for r in g["rules"]}
+    assert {"TargetDown", "TodoApiInstanceUnhealthy", "TodoApiMemoryHigh", "TodoApi5xxRatioHigh"} <= names
+
+
+@pytest.mark.disruptive
+def test_json_503_when_no_instance(host, lb_url, group):
+    """Stop every instance (this test runs once per api host: the last one checks)."""
+    me = host.ansible.get_variables()["inventory_hostname"]
+    api = group("api")
+    if me != api[-1]:
+        pytest.skip("runs once, from the last api host")
+    from testinfra import get_host
+
+    hosts = [get_host(f"ansible://{h}", ansible_inventory=host.backend.ansible_inventory) for h in api]
+    units = {h: [f"todo-api@{n}" for n in h.ansible.get_variables()["todo_api_instances"]] for h in hosts}
+    try:
+        for h, us in units.items():
+            h.run_expect([0], "systemctl stop " + " ".join(us))
+        status, headers, body = http(f"{lb_url}/api/todos")
+        assert status == 503
+        assert headers["Content-Type"].startswith("application/json")
+        assert headers["Retry-After"]
+        assert json_body(body) == {"error": "no healthy API instance", "status": 503}
+    finally:
+        for h, us in units.items():
+            h.run("systemctl start " + " ".join(us))
+        assert wait_for(lambda: http(f"{lb_url}/api/health")[0] == 200, timeout=90)
+        assert wait_for(
+            lambda: {http(f"{lb_url}/api/health")[1].get("X-Instance") for _ in range(4)} == {"1", "2"},
+            timeout=60,
+        )
