@@ -260,6 +260,9 @@ def build(key: str) -> Path:
     (partial / "complete").write_text(f"mmdebstrap {mmdebstrap_s:.0f}s, total {took:.0f}s\n")
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)
+    for old in CACHE.iterdir():  # boxes of earlier recipes: 1.2 GB each, never used again
+        if old != target and not old.name.endswith(".partial"):
+            shutil.rmtree(old, ignore_errors=True)
     size = box_path(key).stat().st_size / 2**20
     print(f"box built in {took:.0f} s (mmdebstrap {mmdebstrap_s:.0f} s), {size:.0f} MiB", file=sys.stderr, flush=True)
     return box_path(key)
