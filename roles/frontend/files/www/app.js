@@ -300,7 +300,7 @@
         s.append(lead, code, tail);
         steps.append(s);
       };
-      step("From the controller: ", fill(cfg.recover, inst), " (restarts it and waits until it is healthy);");
+      step("From the controller: ", fill(cfg.recover, inst), " (frees a stress's memory; add -e recover_method=restart to restart the unit);");
       step(`or on the node (${fill(cfg.shell, inst)}): `, `systemctl restart todo-api@${inst.id}`, ";");
       step("or, if a stress holds its memory, on the node: ", `todo-apictl --instance ${inst.id} clear`, ".");
       ul.append(li);
