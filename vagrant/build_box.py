@@ -96,7 +96,9 @@ ConditionPathExists=!/etc/ssh/ssh_host_ed25519_key
 
 [Service]
 Type=oneshot
-ExecStart=/usr/bin/ssh-keygen -A
+# ed25519 and ecdsa only: an RSA host key takes long to generate without KVM.
+ExecStart=/usr/bin/ssh-keygen -q -t ed25519 -N "" -f /etc/ssh/ssh_host_ed25519_key
+ExecStart=/usr/bin/ssh-keygen -q -t ecdsa -N "" -f /etc/ssh/ssh_host_ecdsa_key
 
 [Install]
 WantedBy=multi-user.target
@@ -106,8 +108,14 @@ BOX_VAGRANTFILE = """\
 # Embedded in the halab/bookworm-local box: direct kernel boot on libvirt,
 # qemu without KVM by default (the project's Vagrantfile may override driver).
 Vagrant.configure("2") do |config|
+  # Five VMs booting at once without KVM on two cores take minutes, not seconds.
+  config.vm.boot_timeout = 1800
   config.vm.provider :libvirt do |libvirt|
     libvirt.driver = "qemu"
+    # A plain CPU model: vagrant-libvirt's default (host-model) hands the guest
+    # 5-level paging, AVX and friends, which TCG emulates several times slower.
+    libvirt.cpu_mode = "custom"
+    libvirt.cpu_model = "qemu64"
     libvirt.kernel = File.expand_path("vmlinuz", __dir__)
     libvirt.initrd = File.expand_path("initrd.img", __dir__)
     libvirt.cmd_line = "root=/dev/vda rw console=ttyS0 net.ifnames=0"
@@ -183,7 +191,7 @@ def recipe() -> dict[str, object]:
         "sources": _host_sources().read_text(),
         "apt_options": {p.name: p.read_text() for p in _host_apt_options()},
         "disk_gib": DISK_GIB,
-        "version": 2,
+        "version": 3,
     }
 
 
