@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import tcp_open
 
 testinfra_hosts = ["ansible://lb", "ansible://data", "ansible://mon"]

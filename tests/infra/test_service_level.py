@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import uuid
+from itertools import pairwise
 
 import pytest
-
 from conftest import http, json_body, wait_for
 
 testinfra_hosts = ["ansible://api"]
@@ -15,7 +15,7 @@ testinfra_hosts = ["ansible://api"]
 def test_requests_alternate_between_instances(lb_url):
     seen = [http(f"{lb_url}/api/health")[1]["X-Instance"] for _ in range(6)]
     assert set(seen) == {"1", "2"}
-    assert all(a != b for a, b in zip(seen, seen[1:])), seen
+    assert all(a != b for a, b in pairwise(seen)), seen
 
 
 @pytest.mark.parametrize("path", ["/metrics", "/api/stress", "/api/stress/clear", "/manage/status"])
@@ -25,7 +25,7 @@ def test_not_public(lb_url, path):
 
 
 def test_static_frontend(lb_url):
-    status, headers, body = http(f"{lb_url}/")
+    status, _headers, body = http(f"{lb_url}/")
     assert status == 200 and b"halab" in body
 
 
