@@ -118,3 +118,22 @@ async def test_concurrent_patch_no_lost_update(
     )
     final = (await client.get("/api/todos")).json()[0]
     assert final["completada"] is True and final["texto"] == "nuevo"
+
+
+async def test_slow_original_that_lost_its_lease_writes_nothing(
+    make_client: Callable[..., Any], rdb: redis.Redis
+) -> None:
+    # The original's marker expired and a retry took the key over and finished:
+    # the original's late commit must be refused, or the todo would exist twice.
+    _, rt = await make_client(idempotency_pending_ttl=1)
+    from todo_api.routes import _fingerprint
+
+    fp = _fingerprint({"texto": "lento"})
+    assert (await rt.store.idem_begin("k4", fp, "original", 1)).outcome == "new"
+    await asyncio.sleep(1.2)
+    assert (await rt.store.idem_begin("k4", fp, "retry", 1)).outcome == "new"
+    done = '{"state": "done", "token": "retry"}'
+    retry_ok = await rt.store.create({"id": "r", "texto": "lento"}, "k4", "retry", done, 60)
+    late_ok = await rt.store.create({"id": "o", "texto": "lento"}, "k4", "original", done, 60)
+    assert retry_ok is True and late_ok is False
+    assert rdb.hlen("todos:data") == 1

@@ -89,7 +89,7 @@ class Settings:
     cgroup_root: str = "/sys/fs/cgroup"
     proc_self_cgroup: str = "/proc/self/cgroup"
     idempotency_ttl: int = 86400
-    idempotency_pending_ttl: int = 30
+    idempotency_pending_ttl: int = 10
     stress_target_mb: int = 400
     stress_chunk_mb: int = 50
     max_body_bytes: int = 16 * 1024
@@ -121,7 +121,7 @@ class Settings:
             proc_self_cgroup=e.get("TODO_API_PROC_SELF_CGROUP", "").strip()
             or "/proc/self/cgroup",
             idempotency_ttl=_int(e, "TODO_API_IDEMPOTENCY_TTL", 86400, minimum=1),
-            idempotency_pending_ttl=_int(e, "TODO_API_IDEMPOTENCY_PENDING_TTL", 30, minimum=1),
+            idempotency_pending_ttl=_int(e, "TODO_API_IDEMPOTENCY_PENDING_TTL", 10, minimum=1),
             stress_target_mb=_int(e, "TODO_API_STRESS_TARGET_MB", 400, minimum=1),
             stress_chunk_mb=_int(e, "TODO_API_STRESS_CHUNK_MB", 50, minimum=1),
             graceful_timeout=_int(e, "TODO_API_GRACEFUL_TIMEOUT", 10, minimum=1),
