@@ -32,7 +32,6 @@ VENV_BIN = Path(sys.executable).parent
 WWW = REPO / "roles" / "frontend" / "files" / "www"
 NGINX_LB = REPO / "roles" / "nginx_lb"
 FRONTEND = REPO / "roles" / "frontend"
-STATUS_SNIPPET = Path(__file__).with_name("status_locations.conf.j2")
 
 PORTS = {"redis": 18379, "api": 18001, "nginx": 18080, "stub": 18081, "prometheus": 18090}
 
@@ -93,16 +92,6 @@ class LocalStack:
             nginx_lb_web_root=str(self.dir / "www"),
             nginx_lb_status_prometheus_port=PORTS["prometheus"],
         )
-        variables.setdefault("nginx_lb_status_path", "/status")
-        variables.setdefault("nginx_lb_status_prometheus_group", "monitoring")
-        variables.setdefault("nginx_lb_status_prometheus_port", PORTS["prometheus"])
-        variables.setdefault("nginx_lb_status_connect_timeout", "500ms")
-        variables.setdefault("nginx_lb_status_read_timeout", "1s")
-        variables.setdefault(
-            "nginx_lb_status_requests_query",
-            'sum by (todo_api_instance) (rate(todo_api_requests_total{job="todo_api",'
-            'route!~"/api/health|/readyz|/livez|/metrics|shed"}[1m]))',
-        )
         # role defaults may refer to each other ({{ ... }}): render those strings once more
         env = _env()
         for key, value in list(variables.items()):
@@ -115,9 +104,6 @@ class LocalStack:
         v = self._vars()
         upstream = env.get_template("upstream.conf.j2").render(**v)
         site = env.get_template("halab.conf.j2").render(**v)
-        if "/instances/" not in site:  # the role's template predates the status paths
-            snippet = env.from_string(STATUS_SNIPPET.read_text()).render(**v)
-            site = site.replace("    location / {", snippet + "\n    location / {", 1)
         site = re.sub(r"^\s*listen \[::\].*$", "", site, flags=re.M)
         site = site.replace(f"listen {PORTS['nginx']} default_server", f"listen 127.0.0.1:{PORTS['nginx']} default_server")
         site = site.replace("/var/log/nginx/", f"{self.dir}/")
