@@ -46,13 +46,13 @@ def card(driver: Any, instance: str) -> dict[str, str]:
     return dict(driver.execute_script(script, instance))
 
 
-def screenshot(driver: Any, path: Path, width: int = 1280, mobile: bool = False) -> Path:
+def screenshot(driver: Any, path: Path, width: int = 1280, mobile: bool = False, max_height: int = 6000) -> Path:
     """Full-page PNG at a given CSS width (Chromium's DevTools protocol: beyond the viewport)."""
     driver.execute_cdp_cmd(
         "Emulation.setDeviceMetricsOverride", {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": mobile}
     )
     time.sleep(0.3)  # a relayout at the new width
-    height = int(driver.execute_script("return Math.ceil(document.documentElement.scrollHeight)"))
+    height = min(max_height, int(driver.execute_script("return Math.ceil(document.documentElement.scrollHeight)")))
     shot = driver.execute_cdp_cmd(
         "Page.captureScreenshot",
         {"format": "png", "captureBeyondViewport": True, "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}},
@@ -77,12 +77,12 @@ def add_with_keyboard(driver: Any, text: str) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys
 
-    driver.execute_script("document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0)")
-    for _ in range(25):
+    focused = "return document.activeElement && document.activeElement.id"
+    for _ in range(0 if driver.execute_script(focused) == "new-todo" else 25):
         ActionChains(driver).send_keys(Keys.TAB).perform()
-        if driver.execute_script("return document.activeElement && document.activeElement.id") == "new-todo":
+        if driver.execute_script(focused) == "new-todo":
             break
-    else:
+    if driver.execute_script(focused) != "new-todo":
         raise AssertionError("Tab never reached the new-todo input")
     ActionChains(driver).send_keys(text, Keys.ENTER).perform()
 
@@ -178,6 +178,7 @@ def test_page_live_failover(target: Target, browser: Any, artifacts: Path) -> No
         print(f"during failover: {status2}")
         time.sleep(1.0)  # a few more requests in the log
         screenshot(driver, artifacts / "02-instance1-unhealthy.png")
+        screenshot(driver, artifacts / "02-failover-top.png", max_height=1000)  # for the README
         screenshot(driver, artifacts / "02-instance1-unhealthy-390px.png", width=390, mobile=True)
 
         # -- recovered through the management plane ---------------------------------------------

@@ -13,6 +13,7 @@
     pollMs: 750, // health of each instance; a change of state must show within 2 s
     probeTimeoutMs: 2500, // NGINX answers DOWN itself well before this
     todosRefreshMs: 3000,
+    todosShown: 50, // the latest N todos are listed (a lab after load tests holds thousands)
     sharesRefreshMs: 5000,
     sharesPath: "/status/requests",
     recentWindow: 50, // this page's own last N answers, for its local share
@@ -136,8 +137,12 @@
     }
   }
 
-  function renderTodos(todos) {
+  function renderTodos(all) {
     const ul = $("#todos");
+    const todos = all.slice(-cfg.todosShown);
+    const more = $("#todos-more");
+    more.hidden = all.length <= todos.length;
+    more.textContent = `Showing the latest ${todos.length} of ${all.length} todos.`;
     const seen = new Set();
     todos.forEach((t, i) => {
       seen.add(t.id);
