@@ -13,9 +13,10 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 # Host packages the lab driver and the tests need (Debian names).
 HOST_PACKAGES := systemd-container mmdebstrap nftables iproute2 openssh-client \
-                 python3-venv redis-server jq curl vagrant vagrant-libvirt prometheus
+                 python3-venv redis-server jq curl vagrant vagrant-libvirt prometheus \
+                 chromium chromium-driver
 
-.PHONY: help deps venv lab provision test lint unit lab-test molecule failover infra down status lock
+.PHONY: help deps venv lab provision test lint unit lab-test molecule failover infra browser down status lock
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -51,7 +52,7 @@ lab: deps ## boot the lab's nodes and provision them with playbooks/site.yml
 provision: ## run playbooks/site.yml on the running lab
 	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/site.yml
 
-test: deps lint unit lab-test molecule ## lint, unit tests, the lab's own tests, then molecule (converge, idempotence, failover, verify)
+test: deps lint unit lab-test molecule browser ## lint, unit and lab tests, molecule (converge, idempotence, failover, verify), the page in Chromium
 
 lint: venv ## yamllint, ansible-lint, ruff, mypy, vagrant validate
 	$(BIN)/yamllint -s .
@@ -79,6 +80,9 @@ failover: venv ## the failover scenarios alone, on a provisioned lab (e.g. make 
 
 infra: venv ## the testinfra checks alone, on a provisioned lab
 	$(BIN)/pytest -q -rfE tests/infra --ansible-inventory=$(INVENTORY) -m "not idempotence"
+
+browser: venv ## the page in headless Chromium against the lab (screenshots in artifacts/browser)
+	$(BIN)/pytest -q -rfE -s tests/browser
 
 down: venv ## stop the lab and leave the host as it was (the node image stays cached)
 	$(LABCTL) down

@@ -20,6 +20,7 @@ MATRIX = [
     ("redis", "api", 8000, False),
     ("redis", "lb", 9113, False),
     ("redis", "monitoring", 9090, False),
+    ("lb", "monitoring", 9090, True),  # the page's fixed query behind /status/requests
     ("monitoring", "api", 8000, True),
     ("monitoring", "redis", 9121, True),
     ("monitoring", "redis", 6379, False),
