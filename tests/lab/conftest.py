@@ -70,7 +70,8 @@ def host_snapshot() -> dict[str, object]:
         "ip_forward": Path("/proc/sys/net/ipv4/ip_forward").read_text().strip(),
         "mounts": sorted(line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()),
         "cgroups": cgroups,
-        "nspawn": sh("pgrep -a systemd-nspawn || true").strip(),
+        # A zombie nspawn is gone already, only not reaped yet by init.
+        "nspawn": sh("ps -eo stat=,pid=,comm= | awk '$1 !~ /^Z/ && $3 == \"systemd-nspawn\"'").strip(),
         "container_processes": foreign_roots,
         "state_dir": Path("/var/lib/halab").exists(),
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 
 import pytest
@@ -18,7 +19,12 @@ def state_of(node: str) -> str:
 
 
 def reachable(address: str) -> bool:
-    return subprocess.run(["ping", "-c1", "-W1", address], capture_output=True, check=False).returncode == 0
+    """sshd on the node answers a TCP connect from the host."""
+    try:
+        with socket.create_connection((address, 22), timeout=2):
+            return True
+    except OSError:
+        return False
 
 
 def test_stop_then_start_keeps_the_nodes_disk() -> None:
@@ -45,7 +51,7 @@ def test_partition_cuts_the_node_off_and_heal_restores_it() -> None:
         assert state_of(NODE) == "partitioned"
         assert on_node(PEER, f"ping -c1 -W1 {NODE}", check=False).returncode != 0
         # It keeps running: systemd inside is untouched, only its link is down.
-        assert subprocess.run(["pgrep", "-f", f"--machine=halab-{NODE}"], capture_output=True, check=False).returncode == 0
+        assert subprocess.run(["pgrep", "-f", "--", f"--machine=halab-{NODE}"], capture_output=True, check=False).returncode == 0
     finally:
         labctl("heal", NODE)
     assert state_of(NODE) == "running"

@@ -2,7 +2,8 @@
 
 These tests take the lab down and up again, so they run only when no lab is
 up when the session starts (as in CI); with a lab running they are skipped
-rather than destroy a provisioned lab.
+rather than destroy a provisioned lab. They run first (the file name sorts
+first); each still starts from `down`, whatever ran before it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ destructive = pytest.mark.skipif(lab_is_up(), reason="a lab is up: `make down` f
 
 @destructive
 def test_down_leaves_the_host_exactly_as_before_up() -> None:
+    labctl("down")
     before = host_snapshot()
     labctl("up")
     during = host_snapshot()
@@ -39,14 +41,15 @@ def test_down_leaves_the_host_exactly_as_before_up() -> None:
 
 @destructive
 def test_bridge_or_address_taken_is_a_clear_error() -> None:
-    subprocess.run(["ip", "link", "add", "halab0", "type", "dummy"], check=True)
+    labctl("down")
+    subprocess.run(["ip", "link", "add", "halab0", "type", "bridge"], check=True)
     try:
         result = labctl("up", check=False)
         assert result.returncode == 1
         assert "halab0 already exists" in result.stderr
     finally:
         subprocess.run(["ip", "link", "delete", "halab0"], check=True)
-    subprocess.run(["ip", "link", "add", "halabtest0", "type", "dummy"], check=True)
+    subprocess.run(["ip", "link", "add", "halabtest0", "type", "bridge"], check=True)
     subprocess.run(["ip", "addr", "add", "192.168.56.1/24", "dev", "halabtest0"], check=True)
     try:
         result = labctl("up", check=False)
@@ -60,6 +63,7 @@ def test_bridge_or_address_taken_is_a_clear_error() -> None:
 
 @destructive
 def test_up_after_a_crash_cleans_up_and_succeeds() -> None:
+    labctl("down")
     labctl("up")
     state = json.loads(STATE.read_text())
     for info in state["nodes"].values():
