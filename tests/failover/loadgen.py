@@ -143,7 +143,8 @@ class LoadRun:
             tasks = []
             for i in range(self.total):
                 due = i / self.rate
-                if due > self.max_seconds or self._stop.is_set():
+                # Bounded in wall time too: a slow system must not stretch the run.
+                if due > self.max_seconds or self.now() > self.max_seconds or self._stop.is_set():
                     break
                 delay = due - self.now()
                 if delay > 0:
