@@ -2,29 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from lab import topology
+from tests.probes import INSTANCE_NODE, Probes, wait_until
 
 from .loadgen import LoadRun
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "artifacts" / "failover"
-TOPO = topology.load()
-LB_URL = f"http://{TOPO.node('lb').address}"
-# Which node runs which API instance, from the topology (app1 runs 1 ...).
-INSTANCE_NODE = {str(i): n.name for n in TOPO.nodes for i in n.host_vars.get("todo_api_instances", [])}
 
 # Every load run is bounded: this many requests at this rate (20 s), and never
 # longer than max_seconds whatever happens.
@@ -44,8 +37,12 @@ def on_node(node: str, command: str, check: bool = True, timeout: float = 120) -
     return sh([sys.executable, "-m", "lab", "ssh", node, "--", command], check=check, timeout=timeout)
 
 
-def on_instance(instance: str, command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return on_node(INSTANCE_NODE[instance], command, check=check)
+PROBES = Probes(on_node)
+on_instance = PROBES.on_instance
+instance_status = PROBES.instance_status
+instance_healthy = PROBES.instance_healthy
+serves_through_lb = PROBES.serves_through_lb
+all_todos = PROBES.all_todos
 
 
 def labctl(*args: str) -> subprocess.CompletedProcess[str]:
@@ -59,68 +56,13 @@ def playbook(name: str, **extra: str) -> subprocess.CompletedProcess[str]:
     return sh(cmd, timeout=600)
 
 
-def wait_until(what: str, check: Callable[[], bool], timeout: float = 90, every: float = 0.5) -> float:
-    """Poll until check() is true; return the seconds it took (bounded)."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        try:
-            if check():
-                return time.monotonic() - started
-        except (httpx.HTTPError, subprocess.SubprocessError, AssertionError, ValueError):
-            pass
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def instance_status(instance: str) -> dict[str, Any]:
-    """The instance's own view, through its management plane on the node."""
-    out = on_instance(instance, f"todo-apictl --instance {instance} status", check=False).stdout
-    return dict(json.loads(out)) if out.strip().startswith("{") else {}
-
-
-def instance_healthy(instance: str) -> bool:
-    return bool(instance_status(instance).get("health", {}).get("status") == "OK")
-
-
-def serves_through_lb(instance: str, tries: int = 10) -> bool:
-    with httpx.Client(base_url=LB_URL, timeout=5) as client:
-        return any(client.get("/api/todos").headers.get("x-instance") == instance for _ in range(tries))
-
-
-def all_todos() -> list[dict[str, Any]]:
-    for _ in range(60):
-        try:
-            response = httpx.get(f"{LB_URL}/api/todos", timeout=5)
-            if response.status_code == 200:
-                return list(response.json())
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError("could not list the todos through the load balancer")
-
-
-def forget(run: LoadRun) -> None:
-    """Delete the run's todos once checked: GET /api/todos returns every todo,
-    so a list grown by each scenario would slow every later one."""
-    ids = {a.id for a in run.acknowledged}
-    with httpx.Client(base_url=LB_URL, timeout=5) as client:
-        for todo_id in ids:
-            for _ in range(3):
-                try:
-                    if client.delete(f"/api/todos/{todo_id}").status_code in (204, 404):
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.2)
-
-
 def finish(run: LoadRun, name: str, sick: str | None, recover: str | None = "recover") -> dict[str, Any]:
     """Wait for the load to end, check the todos, print and keep the row."""
     run.wait()
     lost, duplicated = run.check_todos(all_todos())
     row = run.report(name, lost, duplicated, instance=sick, recover=recover)
     run.save(ARTIFACTS / f"{name.replace(' ', '_')}.json", row)
-    forget(run)
+    PROBES.forget({a.id for a in run.acknowledged})
     ROWS.append(row)
     print("\n" + format_row(row))
     return row
@@ -173,13 +115,4 @@ def provisioned_lab() -> None:
 
 @pytest.fixture
 def healthy() -> Iterator[None]:
-    """Each scenario starts, and leaves, both instances healthy and in rotation."""
-    for instance in INSTANCE_NODE:
-        wait_until(f"instance {instance} healthy", partial(instance_healthy, instance), timeout=120)
-    yield
-    for instance in INSTANCE_NODE:
-        status = instance_status(instance)
-        if status.get("stress", {}).get("allocatedMB"):
-            on_instance(instance, f"todo-apictl --instance {instance} clear", check=False)
-        wait_until(f"instance {instance} healthy again", partial(instance_healthy, instance), timeout=120)
-        wait_until(f"instance {instance} back in rotation", partial(serves_through_lb, instance), timeout=60)
+    yield from PROBES.both_healthy_around(timeout=120)

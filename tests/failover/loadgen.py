@@ -79,6 +79,7 @@ class LoadRun:
         max_seconds: float = 60.0,
         retry_budget: float = 20.0,
         concurrency: int = 64,
+        request_timeout: float = 5.0,
     ) -> None:
         if total <= 0 or rate <= 0 or max_seconds <= 0:
             raise ValueError("a load run needs a positive count, rate and time bound")
@@ -89,6 +90,7 @@ class LoadRun:
         self.max_seconds = max_seconds
         self.retry_budget = retry_budget
         self.concurrency = concurrency
+        self.request_timeout = request_timeout
         self.tag = uuid.uuid4().hex[:8]
         self.outcomes: list[Outcome] = []
         self.acknowledged: list[Acknowledged] = []
@@ -135,7 +137,7 @@ class LoadRun:
 
     async def _run(self) -> None:
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
-        timeout = httpx.Timeout(5.0, connect=2.0)
+        timeout = httpx.Timeout(self.request_timeout, connect=2.0)
         async with httpx.AsyncClient(base_url=self.base_url, limits=limits, timeout=timeout) as client:
             self._t0 = time.monotonic()
             self._started.set()

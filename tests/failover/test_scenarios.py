@@ -14,8 +14,9 @@ import time
 import httpx
 import pytest
 
+from tests.probes import LB_URL, wait_until
+
 from .conftest import (
-    LB_URL,
     LOAD,
     assert_clean,
     finish,
@@ -26,7 +27,6 @@ from .conftest import (
     on_node,
     playbook,
     serves_through_lb,
-    wait_until,
 )
 from .loadgen import LoadRun
 

@@ -9,27 +9,19 @@ inventory (the management plane), and the load balancer over HTTP.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex
 import subprocess
-import time
-from collections.abc import Callable, Iterator
-from functools import partial
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
-from lab import topology
+from tests.probes import TOPO, Probes
 
 REPO = Path(__file__).resolve().parents[2]
 INVENTORY = REPO / ".vagrant/provisioners/ansible/inventory/vagrant_ansible_inventory"
-TOPO = topology.load()
-LB_URL = f"http://{TOPO.node('lb').address}"
-INSTANCE_NODE = {str(i): n.name for n in TOPO.nodes for i in n.host_vars.get("todo_api_instances", [])}
 RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 
@@ -71,46 +63,13 @@ def on_node(node: str, command: str, check: bool = True, timeout: float = 120) -
     return result
 
 
-def on_instance(instance: str, command: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return on_node(INSTANCE_NODE[instance], command, check=check, timeout=timeout)
-
-
-def wait_until(what: str, check: Callable[[], bool], timeout: float = 90, every: float = 1.0) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        try:
-            if check():
-                return time.monotonic() - started
-        except (httpx.HTTPError, subprocess.SubprocessError, AssertionError, ValueError, KeyError):
-            pass
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def instance_status(instance: str) -> dict[str, Any]:
-    out = on_instance(instance, f"todo-apictl --instance {instance} status", check=False).stdout
-    return dict(json.loads(out)) if out.strip().startswith("{") else {}
-
-
-def instance_healthy(instance: str) -> bool:
-    return bool(instance_status(instance).get("health", {}).get("status") == "OK")
-
-
-def serves_through_lb(instance: str, tries: int = 10) -> bool:
-    with httpx.Client(base_url=LB_URL, timeout=10) as client:
-        return any(client.get("/api/todos").headers.get("x-instance") == instance for _ in range(tries))
-
-
-def all_todos() -> list[dict[str, Any]]:
-    for _ in range(60):
-        try:
-            response = httpx.get(f"{LB_URL}/api/todos", timeout=10)
-            if response.status_code == 200:
-                return list(response.json())
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise AssertionError("could not list the todos through the load balancer")
+# Emulated nodes answer slowly: generous HTTP timeouts.
+PROBES = Probes(on_node, http_timeout=10.0)
+on_instance = PROBES.on_instance
+instance_healthy = PROBES.instance_healthy
+serves_through_lb = PROBES.serves_through_lb
+all_todos = PROBES.all_todos
+forget = PROBES.forget
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -126,12 +85,4 @@ def vagrant_lab() -> None:
 
 @pytest.fixture
 def healthy() -> Iterator[None]:
-    """A scenario starts, and leaves, both instances healthy and in rotation."""
-    for instance in INSTANCE_NODE:
-        wait_until(f"instance {instance} healthy", partial(instance_healthy, instance), timeout=180)
-    yield
-    for instance in INSTANCE_NODE:
-        if instance_status(instance).get("stress", {}).get("allocatedMB"):
-            on_instance(instance, f"todo-apictl --instance {instance} clear", check=False)
-        wait_until(f"instance {instance} healthy again", partial(instance_healthy, instance), timeout=180)
-        wait_until(f"instance {instance} back in rotation", partial(serves_through_lb, instance), timeout=90)
+    yield from PROBES.both_healthy_around(timeout=180)

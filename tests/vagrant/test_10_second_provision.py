@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import subprocess
 
-from .conftest import REPO, TOPO, parse_recap
+from tests.probes import TOPO
+
+from .conftest import REPO, parse_recap
 
 
 def test_parse_recap() -> None:
