@@ -8,6 +8,8 @@ from tests.probes import TOPO
 
 from .conftest import REPO, parse_recap
 
+LOG = REPO / "artifacts" / "vagrant" / "second-provision.log"
+
 
 def test_parse_recap() -> None:
     out = "PLAY RECAP ****\nlb    : ok=12   changed=0    unreachable=0    failed=0    skipped=3\n"
@@ -18,7 +20,11 @@ def test_second_vagrant_provision_changes_nothing() -> None:
     # Exactly what a user types: Vagrant's own Ansible provisioner, all machines.
     result = subprocess.run(["vagrant", "provision"], cwd=REPO, capture_output=True, text=True, timeout=3600, check=False)
     out = result.stdout + result.stderr
-    assert result.returncode == 0, out[-4000:]
+    LOG.parent.mkdir(parents=True, exist_ok=True)
+    LOG.write_text(out)
+    # The recap alone hides why a host was unreachable: show the fatal lines first.
+    fatal = "\n".join(line for line in out.splitlines() if line.startswith(("fatal:", "[ERROR]")))
+    assert result.returncode == 0, f"{fatal[:4000]}\n...\n{out[-2000:]}\n(whole output: {LOG.relative_to(REPO)})"
     recap = parse_recap(out)
     assert set(recap) == {n.name for n in TOPO.nodes}, out[-4000:]
     changed = {host: r for host, r in recap.items() if r["changed"] or r["failed"] or r["unreachable"]}
