@@ -21,7 +21,7 @@ vagrant-box: vagrant-deps ## build the local libvirt box (cached by recipe) and 
 
 vagrant-lab: vagrant-deps ## five VMs (qemu, no KVM) with `vagrant up`, provisioned by Ansible
 	@started=$$(date +%s); \
-	$(VLAB) up; \
+	$(VLAB) up || exit; \
 	echo "--- make vagrant-lab took $$(( $$(date +%s) - started )) s"
 
 vagrant-down: ## destroy the VMs and the namespace; the host is left as it was (box cached)
