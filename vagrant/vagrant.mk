@@ -37,5 +37,5 @@ test-vagrant: venv ## the tests on the Vagrant VMs (needs make vagrant-lab)
 	  $(VLAB) exec env ANSIBLE_SSH_EXTRA_ARGS="$(VAGRANT_SSH_ARGS)" $(BIN)/pytest -q -p no:cacheprovider tests/infra \
 	    --hosts=ansible://all --ansible-inventory=$(VAGRANT_INVENTORY) -m "not idempotence"; \
 	else echo "tests/infra has no tests yet: skipped"; fi; \
-	$(VLAB) exec $(BIN)/pytest -q -p no:cacheprovider tests/vagrant; \
+	$(VLAB) exec $(BIN)/pytest -q -rP -p no:cacheprovider tests/vagrant; \
 	echo "--- make test-vagrant took $$(( $$(date +%s) - started )) s"
