@@ -131,6 +131,10 @@ class LoadRun:
     def run(self) -> LoadRun:
         return self.start().wait()
 
+    def finished(self) -> bool:
+        """Every request issued and answered (the count, the time bound or stop())."""
+        return self._thread is not None and not self._thread.is_alive()
+
     def stop(self) -> None:
         """Stop issuing new requests (those in flight still finish)."""
         self._stop.set()

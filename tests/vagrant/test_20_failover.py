@@ -1,9 +1,12 @@
 """The seed's failover and an OOM kill, on real VMs (cgroup v2), under a light load.
 
 qemu without KVM is about five times slower than native, so the load is light
-(300 requests at 10/s, 1 POST in 5) and the waits are generous; the assertions
-are the same as on the nspawn lab: no client-visible failure, no todo lost or
-stored twice.
+(10 requests/s, 1 POST in 5) and the waits are generous; the assertions are the
+same as on the nspawn lab: no client-visible failure, no todo lost or stored
+twice. How long each step takes on an emulated VM varies (isolation alone took
+9-15 s), so the load does not run for a fixed count: it runs until it has itself
+been served by the recovered instance again, and stops there, bounded by its
+ceiling (1200 requests, 120 s).
 """
 
 from __future__ import annotations
@@ -23,17 +26,28 @@ pytestmark = pytest.mark.usefixtures("healthy")
 # request_timeout above NGINX's proxy_read_timeout (10 s): a request stuck on
 # an instance that stopped answering is NGINX's to retry on the other node; a
 # client giving up first would only send it back to the same stuck instance.
-LIGHT = {"total": 300, "rate": 10.0, "max_seconds": 60.0, "retry_budget": 40.0, "request_timeout": 15.0}
+LIGHT = {"total": 1200, "rate": 10.0, "max_seconds": 120.0, "retry_budget": 40.0, "request_timeout": 15.0}
+
+
+def served_by_the_load_since_recovery(run: LoadRun, instance: str) -> bool:
+    return any(t >= run.marks["recover"] for t in run.served_times(instance))
 
 
 def finish(run: LoadRun, name: str) -> dict[str, object]:
+    """Once the load itself has met instance 1 again, stop it and check what it saw."""
+    wait_until(
+        "the load served by instance 1 again",
+        lambda: served_by_the_load_since_recovery(run, "1") or run.finished(),
+        timeout=60,
+    )
+    run.stop()
     run.wait()
     lost, duplicated = run.check_todos(all_todos())
     row = run.report(name, lost, duplicated, instance="1")
     forget({a.id for a in run.acknowledged})
     print(f"\n{name}: {row}")
     failures = [(o.method, o.status, o.error, o.attempts) for o in run.failures()[:10]]
-    assert row["requests"] == LIGHT["total"], f"the load stopped early: {row['requests']} requests"
+    assert row["requests"] < LIGHT["total"], "the load reached its ceiling before the recovered instance served it"
     assert row["failures"] == 0, f"{row['failures']} client-visible failures, e.g. {failures}"
     assert row["lost"] == 0, f"{row['lost']} acknowledged todos lost"
     assert row["duplicated"] == 0, f"{row['duplicated']} todos stored twice"
@@ -76,5 +90,6 @@ def test_past_memorymax_the_kernel_oom_kills_and_systemd_restarts() -> None:
     run.mark("recover")
     wait_until("instance 1 healthy after the OOM kill", lambda: instance_healthy("1"), timeout=120)
     journal = on_instance("1", f"journalctl -u todo-api@1 --since '{since}' --no-pager -o cat").stdout
-    finish(run, "vagrant: past MemoryMax, OOM kill")
+    row = finish(run, "vagrant: past MemoryMax, OOM kill")
     assert "oom-kill" in journal, journal[-2000:]
+    assert row["readmitted_after_s"] is not None, "instance 1 never came back into rotation after its restart"
