@@ -83,7 +83,7 @@ class LocalStack:
         variables: dict[str, Any] = {**_defaults(NGINX_LB), **_defaults(FRONTEND)}
         variables.update(
             ansible_managed="rendered by tests/browser/local_stack.py",
-            groups={"api": [host], "monitoring": [host], "lb": [host]},
+            groups={"api": [host], "monitoring": [host], "loadbalancer": [host]},
             hostvars={host: {"halab_private_address": "127.0.0.1", "todo_api_instances": [1, 2], "ansible_host": "127.0.0.1"}},
             inventory_hostname=host,
             nginx_lb_listen_port=PORTS["nginx"],

@@ -56,7 +56,7 @@ def group(inventory):
 
 @pytest.fixture(scope="session")
 def lb_url(group, addr) -> str:
-    return f"http://{addr(group('lb')[0])}"
+    return f"http://{addr(group('loadbalancer')[0])}"
 
 
 def http(url: str, method: str = "GET", timeout: float = 5.0, **kw):

@@ -14,18 +14,18 @@ def reach(host, ip: str, port: int) -> bool:
 
 # (source group, destination group, port, should connect)
 MATRIX = [
-    ("lb", "redis", 6379, False),
-    ("lb", "api", 8000, True),
-    ("lb", "redis", 9121, False),
+    ("loadbalancer", "redis", 6379, False),
+    ("loadbalancer", "api", 8000, True),
+    ("loadbalancer", "redis", 9121, False),
     ("redis", "api", 8000, False),
-    ("redis", "lb", 9113, False),
+    ("redis", "loadbalancer", 9113, False),
     ("redis", "monitoring", 9090, False),
-    ("lb", "monitoring", 9090, True),  # the page's fixed query behind /status/requests
+    ("loadbalancer", "monitoring", 9090, True),  # the page's fixed query behind /status/requests
     ("monitoring", "api", 8000, True),
     ("monitoring", "redis", 9121, True),
     ("monitoring", "redis", 6379, False),
-    ("monitoring", "lb", 9113, True),
-    ("lb", "api", 9100, False),
+    ("monitoring", "loadbalancer", 9113, True),
+    ("loadbalancer", "api", 9100, False),
     ("monitoring", "api", 9100, True),
 ]
 
@@ -42,7 +42,7 @@ def test_between_groups(host, group, addr, src, dst, port, ok):
 @pytest.mark.parametrize(
     ("dst", "port", "ok"),
     [("redis", 6379, False), ("api", 8000, False), ("api", 9100, False), ("redis", 9121, False),
-     ("lb", 9113, False), ("lb", 80, True), ("monitoring", 9090, True), ("monitoring", 9093, False)],
+     ("loadbalancer", 9113, False), ("loadbalancer", 80, True), ("monitoring", 9090, True), ("monitoring", 9093, False)],
 )
 def test_from_the_lab_host(group, addr, dst, port, ok):
     for target in group(dst):

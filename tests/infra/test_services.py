@@ -80,8 +80,8 @@ def test_todo_api(host):
 
 
 def test_nginx(host):
-    if "lb" not in groups_of(host):
-        pytest.skip("not an lb node")
+    if "loadbalancer" not in groups_of(host):
+        pytest.skip("not a load balancer")
     for unit in ("nginx", "prometheus-nginx-exporter"):
         assert host.service(unit).is_running and host.service(unit).is_enabled
     assert listeners(host, 8080) == {"127.0.0.1"}  # stub_status

@@ -14,7 +14,7 @@ from lab import cli, host, inventory, nodes, topology
 def test_topology_has_the_five_nodes_on_one_network() -> None:
     topo = topology.load()
     assert [n.name for n in topo.nodes] == ["lb", "app1", "app2", "data", "mon"]
-    assert {g for n in topo.nodes for g in n.groups} == {"lb", "api", "redis", "monitoring"}
+    assert {g for n in topo.nodes for g in n.groups} == {"loadbalancer", "api", "redis", "monitoring"}
     addresses = [n.address for n in topo.nodes] + [topo.gateway]
     assert len(set(addresses)) == len(addresses)
     assert all(ipaddress.IPv4Address(a) in topo.network for a in addresses)
@@ -28,7 +28,7 @@ def test_topology_rejects_an_address_outside_the_network(tmp_path: Path) -> None
         yaml.safe_dump(
             {
                 "network": {"name": "x", "cidr": "192.168.56.0/24", "gateway": "192.168.56.1"},
-                "nodes": {"lb": {"address": "10.0.0.5", "groups": ["lb"]}},
+                "nodes": {"lb": {"address": "10.0.0.5", "groups": ["loadbalancer"]}},
             }
         )
     )
@@ -45,9 +45,9 @@ def test_inventory_groups_and_addresses_come_from_the_topology() -> None:
     topo = topology.load()
     inv = inventory.render(topo, {"ansible_user": "root"})
     groups = inv["all"]["children"]
-    assert set(groups) == {"lb", "api", "redis", "monitoring"}
+    assert set(groups) == {"loadbalancer", "api", "redis", "monitoring"}
     assert groups["api"]["hosts"]["app2"] == {"ansible_host": "192.168.56.12", "todo_api_instances": [2]}
-    assert groups["lb"]["hosts"]["lb"]["ansible_host"] == topo.node("lb").address
+    assert groups["loadbalancer"]["hosts"]["lb"]["ansible_host"] == topo.node("lb").address
 
 
 def test_nat_masquerades_only_the_lab_network_leaving_by_another_interface() -> None:
