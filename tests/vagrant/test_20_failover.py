@@ -3,10 +3,10 @@
 qemu without KVM is about five times slower than native, so the load is light
 (10 requests/s, 1 POST in 5) and the waits are generous; the assertions are the
 same as on the nspawn lab: no client-visible failure, no todo lost or stored
-twice. How long each step takes on an emulated VM varies (isolation alone took
-9-15 s), so the load does not run for a fixed count: it runs until it has itself
-been served by the recovered instance again, and stops there, bounded by its
-ceiling (1200 requests, 120 s).
+twice. How long each step takes on an emulated VM varies with the host (from one
+run to the next, isolation took 1.4 s or 15 s), so the load does not run for a
+fixed count: it runs until the recovered instance has served it again, and stops
+there, bounded by its ceiling (1200 requests, 120 s).
 """
 
 from __future__ import annotations
