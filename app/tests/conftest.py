@@ -16,8 +16,8 @@ import httpx
 import pytest
 import redis
 
+from todo_api.app import create_public_app
 from todo_api.config import Settings, parse_management
-from todo_api.routes import create_public_app
 from todo_api.runtime import Runtime
 
 

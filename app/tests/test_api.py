@@ -1,14 +1,20 @@
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import redis
+from fastapi.routing import APIRoute
 
 from tests.conftest import write_v1_tree, write_v2_tree
 from todo_api.cgroup import MB
+from todo_api.models import HEALTH_PATHS
+from todo_api.routes import build_router
+from todo_api.service import TodoService
 
 JSON = {"Content-Type": "application/json"}
 
@@ -120,28 +126,101 @@ async def test_metrics(client: httpx.AsyncClient) -> None:
         assert name in text
 
 
-async def test_health_over_threshold_v2(
-    make_client: Callable[..., Any], tmp_path: Path
+@pytest.mark.parametrize(
+    ("write", "current", "inactive", "status", "source", "used_mb"),
+    [
+        (write_v2_tree, 450, 10, 503, "cgroup-v2", 440),
+        # 480 of 512 MB would be 94%, but 200 MB of it is reclaimable page cache
+        (write_v1_tree, 480, 200, 200, "cgroup-v1", 280),
+    ],
+)
+async def test_health_from_cgroup(
+    make_client: Callable[..., Any],
+    tmp_path: Path,
+    write: Callable[..., Path],
+    current: int,
+    inactive: int,
+    status: int,
+    source: str,
+    used_mb: int,
 ) -> None:
     root = tmp_path / "cg"
-    proc = write_v2_tree(root, current=450 * MB, limit=512 * MB, inactive=10 * MB)
+    proc = write(root, current * MB, 512 * MB, inactive * MB)
     c, _ = await make_client(cgroup_root=str(root), proc_self_cgroup=str(proc))
     r = await c.get("/api/health")
-    assert r.status_code == 503
+    assert r.status_code == status, r.text
     b = r.json()
-    assert b["status"] == "UNHEALTHY" and b["memorySource"] == "cgroup-v2"
-    assert b["limitMB"] == 512 and b["usedMB"] == 440
-    assert any("memory" in x for x in b["reasons"])
+    assert b["status"] == ("OK" if status == 200 else "UNHEALTHY")
+    assert (b["memorySource"], b["limitMB"], b["usedMB"]) == (source, 512, used_mb)
+    assert ("reasons" in b) == (status == 503)
+    assert all("memory" in x for x in b.get("reasons", []))
     assert (await c.get("/livez")).status_code == 200
 
 
-async def test_health_inactive_file_keeps_it_ok_v1(
+async def test_health_paths_share_one_handler(
+    make_client: Callable[..., Any], tmp_path: Path
+) -> None:
+    c, rt = await make_client()
+    routes = [r for r in build_router(rt, TodoService(rt)).routes if isinstance(r, APIRoute)]
+    health = [r for r in routes if r.path in HEALTH_PATHS]
+    assert sorted(r.path for r in health) == ["/api/health", "/readyz"]
+    assert health[0].endpoint is health[1].endpoint  # one handler, two paths
+    bodies = [(await c.get(p)).json() for p in HEALTH_PATHS]
+    assert bodies[0] == bodies[1]
+    # both still documented, with the Health schema for 200 and 503
+    spec = (await c.get("/openapi.json")).json()
+    for p in HEALTH_PATHS:
+        responses = spec["paths"][p]["get"]["responses"]
+        for code in ("200", "503"):
+            ref = responses[code]["content"]["application/json"]["schema"]["$ref"]
+            assert ref.endswith("/Health")
+    # and one memory threshold, over both: shed-exempt, 503 together
+    root = tmp_path / "cg"
+    proc = write_v2_tree(root, current=500 * MB, limit=512 * MB)
+    over, _ = await make_client(cgroup_root=str(root), proc_self_cgroup=str(proc))
+    assert [(await over.get(p)).status_code for p in HEALTH_PATHS] == [503, 503]
+
+
+def _gauge(text: str, name: str) -> float:
+    (line,) = [x for x in text.splitlines() if x.startswith(name + " ")]
+    return float(line.split()[1])
+
+
+@pytest.mark.parametrize("percent", [80, 75])
+async def test_threshold_metrics(
+    make_client: Callable[..., Any], tmp_path: Path, percent: int
+) -> None:
+    # what an alert rule compares with instead of a literal number:
+    #   todo_api_memory_used_bytes / todo_api_memory_limit_bytes >= todo_api_unhealthy_ratio
+    root = tmp_path / "cg"
+    proc = write_v2_tree(root, current=100 * MB, limit=512 * MB)
+    c, rt = await make_client(
+        cgroup_root=str(root), proc_self_cgroup=str(proc), unhealthy_percent=percent
+    )
+    text = (await c.get("/metrics")).text
+    ratio = _gauge(text, "todo_api_unhealthy_ratio")
+    limit = _gauge(text, "todo_api_memory_limit_bytes")
+    assert ratio == percent / 100 and limit == 512 * MB
+    assert _gauge(text, "todo_api_memory_unhealthy_threshold_bytes") == limit * ratio
+    assert _gauge(text, "todo_api_memory_used_bytes") / limit < ratio
+    # the same comparison is the app's own: at the threshold it sheds and reports unhealthy
+    (root / "system.slice/x/memory.current").write_text(f"{math.ceil(limit * ratio)}\n")
+    rt.monitor.invalidate()
+    assert (await c.get("/api/todos")).status_code == 503
+    text = (await c.get("/metrics")).text
+    assert _gauge(text, "todo_api_memory_used_bytes") / limit >= ratio
+    assert (await c.get("/api/health")).status_code == 503
+
+
+async def test_threshold_follows_the_cgroup_limit(
     make_client: Callable[..., Any], tmp_path: Path
 ) -> None:
     root = tmp_path / "cg"
-    # usage 480 of 512 MB would be 94%, but 200 MB of it is reclaimable page cache
-    proc = write_v1_tree(root, usage=480 * MB, limit=512 * MB, inactive=200 * MB)
-    c, _ = await make_client(cgroup_root=str(root), proc_self_cgroup=str(proc))
-    r = await c.get("/api/health")
-    assert r.status_code == 200, r.text
-    assert r.json()["memorySource"] == "cgroup-v1" and r.json()["usedMB"] == 280
+    proc = write_v2_tree(root, current=100 * MB, limit=512 * MB)
+    c, rt = await make_client(cgroup_root=str(root), proc_self_cgroup=str(proc))
+    await c.get("/metrics")
+    (root / "system.slice/x/memory.max").write_text(f"{256 * MB}\n")  # systemctl set-property
+    rt.monitor.invalidate()
+    text = (await c.get("/metrics")).text
+    assert _gauge(text, "todo_api_memory_limit_bytes") == 256 * MB
+    assert _gauge(text, "todo_api_memory_unhealthy_threshold_bytes") == 256 * MB * 0.8

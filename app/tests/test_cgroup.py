@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.conftest import write_v1_tree, write_v2_tree
 from todo_api.cgroup import MB, MemoryMonitor, locate, parse_proc_self_cgroup, read_memory
@@ -20,14 +23,18 @@ def test_parse_proc_self_cgroup_hybrid() -> None:
     )
 
 
-def test_v2_limit_and_inactive_file_discounted(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("write", "source"), [(write_v2_tree, "cgroup-v2"), (write_v1_tree, "cgroup-v1")]
+)
+def test_limit_and_inactive_file_discounted(
+    tmp_path: Path, write: Callable[..., Path], source: str
+) -> None:
+    # v2 discounts memory.stat's inactive_file, v1 its total_inactive_file
     root = tmp_path / "cg"
-    proc = write_v2_tree(root, current=300 * MB, limit=512 * MB, inactive=100 * MB)
+    proc = write(root, 450 * MB, 512 * MB, 20 * MB)
     r = reading(root, proc)
-    assert r.source == "cgroup-v2"
-    assert r.limit_bytes == 512 * MB
-    assert r.used_bytes == 200 * MB  # 300 - 100 inactive_file
-    assert round(r.percent, 2) == round(200 / 512 * 100, 2)
+    assert (r.source, r.limit_bytes, r.used_bytes) == (source, 512 * MB, 430 * MB)
+    assert round(r.percent, 2) == round(430 / 512 * 100, 2)
 
 
 def test_v2_unlimited_falls_back_to_rss(tmp_path: Path) -> None:
@@ -35,15 +42,6 @@ def test_v2_unlimited_falls_back_to_rss(tmp_path: Path) -> None:
     proc = write_v2_tree(root, current=300 * MB, limit="max")
     r = reading(root, proc, fallback_mb=200, rss=50 * MB)
     assert (r.source, r.limit_bytes, r.used_bytes) == ("fallback", 200 * MB, 50 * MB)
-
-
-def test_v1_limit_and_total_inactive_file(tmp_path: Path) -> None:
-    root = tmp_path / "cg"
-    proc = write_v1_tree(root, usage=450 * MB, limit=512 * MB, inactive=20 * MB)
-    r = reading(root, proc)
-    assert r.source == "cgroup-v1"
-    assert r.used_bytes == 430 * MB
-    assert r.percent > 80
 
 
 def test_v1_unlimited_huge_number_falls_back(tmp_path: Path) -> None:
@@ -69,3 +67,4 @@ def test_monitor_caches_reading(tmp_path: Path) -> None:
     m.invalidate()
     assert m.read().used_bytes == 500 * MB
     assert m.over_threshold()
+    assert m.threshold_bytes(m.read()) == 512 * MB * 0.8

@@ -80,9 +80,9 @@ async def test_idempotency_in_flight_and_expiry(
 ) -> None:
     c, rt = await make_client(idempotency_pending_ttl=1)
     # another request (another instance) holds the key: same body is in flight
-    from todo_api.routes import _fingerprint
+    from todo_api.service import fingerprint
 
-    began = await rt.store.idem_begin("k3", _fingerprint({"texto": "x"}), "other-token", 1)
+    began = await rt.store.idem_begin("k3", fingerprint({"texto": "x"}), "other-token", 1)
     assert began.outcome == "new"
     r = await c.post("/api/todos", json={"texto": "x"}, headers={"Idempotency-Key": "k3"})
     assert r.status_code == 409 and r.json()["error"].startswith("request with this")
@@ -126,9 +126,9 @@ async def test_slow_original_that_lost_its_lease_writes_nothing(
     # The original's marker expired and a retry took the key over and finished:
     # the original's late commit must be refused, or the todo would exist twice.
     _, rt = await make_client(idempotency_pending_ttl=1)
-    from todo_api.routes import _fingerprint
+    from todo_api.service import fingerprint
 
-    fp = _fingerprint({"texto": "lento"})
+    fp = fingerprint({"texto": "lento"})
     assert (await rt.store.idem_begin("k4", fp, "original", 1)).outcome == "new"
     await asyncio.sleep(1.2)
     assert (await rt.store.idem_begin("k4", fp, "retry", 1)).outcome == "new"

@@ -153,3 +153,7 @@ class MemoryMonitor:
     def over_threshold(self, reading: MemoryReading | None = None) -> bool:
         r = reading or self.read()
         return r.percent >= self.threshold_percent
+
+    def threshold_bytes(self, reading: MemoryReading) -> float:
+        """Memory in use at/over which ``over_threshold`` is true, for this reading's limit."""
+        return reading.limit_bytes * self.threshold_percent / 100

@@ -1,11 +1,12 @@
-"""Configuration from TODO_API_* environment variables."""
+"""Settings: every TODO_API_* environment variable, its default and its check, declared once."""
 
 from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import Field, dataclass, field, fields
+from typing import Any
 
 
 class ConfigError(ValueError):
@@ -63,66 +64,98 @@ def parse_management(value: str) -> ManagementBind:
     return ManagementBind(host=str(addr), port=port)
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}: expected an integer, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"{name}: must be >= {minimum}, got {value}")
-    return value
+# Each setting is declared once, as a dataclass field: its default, and in the field's metadata
+# the environment variable it is read from and how (``from_env``). A field without metadata is
+# not configurable from the environment.
+_ENV = "env"
+
+
+def _parse_str(name: str, raw: str) -> str | None:
+    return raw.strip() or None  # empty means "use the default"
+
+
+def _parse_secret(name: str, raw: str) -> str | None:
+    return raw or None  # taken as given (a password may have spaces)
+
+
+def _int_parser(minimum: int, maximum: int | None) -> Callable[[str, str], int | None]:
+    def parse(name: str, raw: str) -> int | None:
+        raw = raw.strip()
+        if not raw:
+            return None
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name}: expected an integer, got {raw!r}") from None
+        if value < minimum:
+            raise ConfigError(f"{name}: must be >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise ConfigError(f"{name}: must be <= {maximum}, got {value}")
+        return value
+
+    return parse
+
+
+def _parse_management(name: str, raw: str) -> ManagementBind | None:
+    return parse_management(raw) if raw.strip() else None
+
+
+def _var(name: str, default: Any, parse: Callable[[str, str], Any] = _parse_str) -> Any:
+    """A setting read from environment variable ``name``; ``default`` when unset or empty."""
+    return field(default=default, metadata={_ENV: (name, parse)})
+
+
+def _int_var(name: str, default: int, minimum: int = 1, maximum: int | None = None) -> Any:
+    return _var(name, default, _int_parser(minimum, maximum))
+
+
+# The management listener's default depends on the instance (filled in by __post_init__).
+MANAGEMENT_DEFAULT = "unix:/run/todo-api-{instance}/manage.sock"
+_UNSET = ManagementBind()
 
 
 @dataclass(frozen=True)
 class Settings:
-    instance: str
-    host: str = "127.0.0.1"
-    port: int = 8000
-    management: ManagementBind = ManagementBind(uds="/run/todo-api-1/manage.sock")
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    redis_password: str | None = None
-    memory_limit_mb: int = 512
-    unhealthy_percent: int = 80
-    cgroup_root: str = "/sys/fs/cgroup"
-    proc_self_cgroup: str = "/proc/self/cgroup"
-    idempotency_ttl: int = 86400
-    idempotency_pending_ttl: int = 10
-    stress_target_mb: int = 400
-    stress_chunk_mb: int = 50
+    instance: str = _var("TODO_API_INSTANCE", "")
+    host: str = _var("TODO_API_HOST", "127.0.0.1")
+    port: int = _int_var("TODO_API_PORT", 8000, minimum=0)
+    management: ManagementBind = _var(  # noqa: RUF009 (_var returns a dataclasses.field)
+        "TODO_API_MANAGEMENT", _UNSET, _parse_management
+    )
+    redis_url: str = _var("TODO_API_REDIS_URL", "redis://127.0.0.1:6379/0")
+    redis_password: str | None = _var("TODO_API_REDIS_PASSWORD", None, _parse_secret)
+    memory_limit_mb: int = _int_var("TODO_API_MEMORY_LIMIT_MB", 512)
+    unhealthy_percent: int = _int_var("TODO_API_UNHEALTHY_PERCENT", 80, maximum=100)
+    cgroup_root: str = _var("TODO_API_CGROUP_ROOT", "/sys/fs/cgroup")
+    proc_self_cgroup: str = _var("TODO_API_PROC_SELF_CGROUP", "/proc/self/cgroup")
+    idempotency_ttl: int = _int_var("TODO_API_IDEMPOTENCY_TTL", 86400)
+    idempotency_pending_ttl: int = _int_var("TODO_API_IDEMPOTENCY_PENDING_TTL", 10)
+    stress_target_mb: int = _int_var("TODO_API_STRESS_TARGET_MB", 400)
+    stress_chunk_mb: int = _int_var("TODO_API_STRESS_CHUNK_MB", 50)
+    graceful_timeout: int = _int_var("TODO_API_GRACEFUL_TIMEOUT", 10)
+    # not configurable: NGINX (roles/nginx_lb) is set up with the same values
     max_body_bytes: int = 16 * 1024
     retry_after_seconds: int = 5
-    graceful_timeout: int = 10
+
+    def __post_init__(self) -> None:
+        if not self.instance:
+            raise ConfigError("TODO_API_INSTANCE is required (e.g. TODO_API_INSTANCE=1)")
+        if self.management == _UNSET:
+            bind = parse_management(MANAGEMENT_DEFAULT.format(instance=self.instance))
+            object.__setattr__(self, "management", bind)
+
+    @classmethod
+    def env_vars(cls) -> dict[str, Field[Any]]:
+        """Environment variable name -> the field it sets, in declaration order."""
+        return {f.metadata[_ENV][0]: f for f in fields(cls) if _ENV in f.metadata}
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         e = os.environ if env is None else env
-        instance = e.get("TODO_API_INSTANCE", "").strip()
-        if not instance:
-            raise ConfigError("TODO_API_INSTANCE is required (e.g. TODO_API_INSTANCE=1)")
-        mgmt_raw = e.get("TODO_API_MANAGEMENT", "").strip() or (
-            f"unix:/run/todo-api-{instance}/manage.sock"
-        )
-        percent = _int(e, "TODO_API_UNHEALTHY_PERCENT", 80, minimum=1)
-        if percent > 100:
-            raise ConfigError(f"TODO_API_UNHEALTHY_PERCENT: must be <= 100, got {percent}")
-        return cls(
-            instance=instance,
-            host=e.get("TODO_API_HOST", "").strip() or "127.0.0.1",
-            port=_int(e, "TODO_API_PORT", 8000),
-            management=parse_management(mgmt_raw),
-            redis_url=e.get("TODO_API_REDIS_URL", "").strip() or "redis://127.0.0.1:6379/0",
-            redis_password=e.get("TODO_API_REDIS_PASSWORD") or None,
-            memory_limit_mb=_int(e, "TODO_API_MEMORY_LIMIT_MB", 512, minimum=1),
-            unhealthy_percent=percent,
-            cgroup_root=e.get("TODO_API_CGROUP_ROOT", "").strip() or "/sys/fs/cgroup",
-            proc_self_cgroup=e.get("TODO_API_PROC_SELF_CGROUP", "").strip()
-            or "/proc/self/cgroup",
-            idempotency_ttl=_int(e, "TODO_API_IDEMPOTENCY_TTL", 86400, minimum=1),
-            idempotency_pending_ttl=_int(e, "TODO_API_IDEMPOTENCY_PENDING_TTL", 10, minimum=1),
-            stress_target_mb=_int(e, "TODO_API_STRESS_TARGET_MB", 400, minimum=1),
-            stress_chunk_mb=_int(e, "TODO_API_STRESS_CHUNK_MB", 50, minimum=1),
-            graceful_timeout=_int(e, "TODO_API_GRACEFUL_TIMEOUT", 10, minimum=1),
-        )
+        values: dict[str, Any] = {}
+        for name, f in cls.env_vars().items():
+            parse = f.metadata[_ENV][1]
+            value = parse(name, e.get(name, ""))
+            if value is not None:
+                values[f.name] = value
+        return cls(**values)

@@ -14,33 +14,33 @@ this service configures no OpenTelemetry SDK.)
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from .errors import internal_error_response, redis_error_response
+from .models import IDEMPOTENCY_KEY_HEADER, IDEMPOTENCY_KEY_MAX, TODOS_PATH, TodoIn
+from .runtime import Runtime
+from .service import TodoService
 
-if TYPE_CHECKING:
-    from .routes import TodoIn, TodoService
-    from .runtime import Runtime
-
-PATH = "/api/todos"
 JSON_CT = b"application/json"
-MAX_KEY = 255  # the Idempotency-Key Header(max_length=...) of the FastAPI route
+IDEMPOTENCY_KEY = IDEMPOTENCY_KEY_HEADER.lower().encode()
 
 
 class FastPath:
-    def __init__(self, rt: Runtime, svc: TodoService, model: type[TodoIn]) -> None:
+    """The middleware's ``FastHandler`` for ``GET``/``POST /api/todos``."""
+
+    route = TODOS_PATH  # the route label of what it answers (metrics)
+
+    def __init__(self, rt: Runtime, svc: TodoService) -> None:
         self.rt = rt
         self.svc = svc
-        self.model = model
         self.retry_after = rt.settings.retry_after_seconds
 
     @staticmethod
     def handles(method: str, path: str) -> bool:
-        return path == PATH and (method == "GET" or method == "POST")
+        return path == TODOS_PATH and (method == "GET" or method == "POST")
 
     def _parse_post(self, scope: Scope, body: bytes) -> tuple[TodoIn, str | None] | None:
         """(validated payload, idempotency key) or None to let FastAPI answer."""
@@ -52,7 +52,7 @@ class FastPath:
             if k == b"content-type":
                 if ctype is None:
                     ctype = v
-            elif k == b"idempotency-key":
+            elif k == IDEMPOTENCY_KEY:
                 if key is not None:
                     return None  # repeated header: FastAPI decides
                 key = v
@@ -61,10 +61,10 @@ class FastPath:
         skey: str | None = None
         if key is not None:
             skey = key.decode("latin-1")
-            if not 1 <= len(skey) <= MAX_KEY:
+            if not 1 <= len(skey) <= IDEMPOTENCY_KEY_MAX:
                 return None
         try:
-            payload = self.model.model_validate(json.loads(body))
+            payload = TodoIn.model_validate(json.loads(body))
         except (ValueError, RecursionError):  # JSON, UTF-8 and pydantic errors are ValueErrors
             return None
         return payload, skey

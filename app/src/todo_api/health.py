@@ -35,6 +35,7 @@ class HealthChecker:
         self._ready: bool | None = None
         self._mem_over: bool | None = None
         self._last_reading: MemoryReading | None = None
+        metrics.unhealthy_ratio.set(monitor.threshold_percent / 100)
 
     def memory(self) -> tuple[bool, MemoryReading]:
         """Cached memory reading and whether it is over the threshold (hot path)."""
@@ -45,6 +46,7 @@ class HealthChecker:
         over = self.monitor.over_threshold(r)
         self.metrics.memory_used.set(r.used_bytes)
         self.metrics.memory_limit.set(r.limit_bytes)
+        self.metrics.memory_unhealthy_threshold.set(self.monitor.threshold_bytes(r))
         if over != self._mem_over:
             if over:
                 self.log.warning(

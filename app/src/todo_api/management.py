@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import FastAPI, Query
 
+from . import __version__
 from .cgroup import MB
 from .errors import install_error_handlers
 from .runtime import Runtime
@@ -36,7 +37,7 @@ def malloc_trim() -> bool:
 
 
 def create_management_app(rt: Runtime) -> FastAPI:
-    app = FastAPI(title="halab todo API management", version="0.1.0")
+    app = FastAPI(title="halab todo API management", version=__version__)
     install_error_handlers(app, rt.metrics)
     s = rt.settings
 

@@ -5,23 +5,34 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
 from prometheus_client.metrics import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import error_bytes
+from .models import UNSHED_PATHS
 from .runtime import Runtime
 
-if TYPE_CHECKING:
-    from .fastpath import FastPath
-
-EXEMPT = frozenset({"/api/health", "/readyz", "/livez", "/metrics"})
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
+class FastHandler(Protocol):
+    """What the middleware needs of a fast path (``fastpath.FastPath`` is one)."""
+
+    route: str  # route label of the requests it answers
+
+    def handles(self, method: str, path: str) -> bool: ...
+
+    async def __call__(
+        self, scope: Scope, method: str, body: bytes, receive: Receive, send: Send
+    ) -> bool:
+        """Answer and return True, or return False having sent nothing."""
+        ...
+
+
 class PublicMiddleware:
-    def __init__(self, app: ASGIApp, rt: Runtime, fast: FastPath | None = None) -> None:
+    def __init__(self, app: ASGIApp, rt: Runtime, fast: FastHandler | None = None) -> None:
         self.app = app
         self.rt = rt
         self.fast = fast
@@ -62,7 +73,7 @@ class PublicMiddleware:
             await send(message)
 
         try:
-            if path not in EXEMPT:
+            if path not in UNSHED_PATHS:
                 over, reading = rt.health.memory()
                 if over:
                     rt.metrics.shed.inc()
@@ -109,11 +120,8 @@ class PublicMiddleware:
                     )
                     await self._reply(send_wrapper, 413, body, [(b"connection", b"close")])
                     return
-                buffered: dict[str, Any] = {
-                    "type": "http.request",
-                    "body": b"".join(chunks),
-                    "more_body": False,
-                }
+                body = b"".join(chunks)
+                buffered: Message = {"type": "http.request", "body": body, "more_body": False}
                 sent = False
 
                 async def replay() -> Message:
@@ -123,23 +131,18 @@ class PublicMiddleware:
                         return buffered
                     return await receive()
 
-                if (
-                    self.fast is not None
-                    and self.fast.handles(method, path)
-                    and await self.fast(scope, method, buffered["body"], replay, send_wrapper)
-                ):
-                    route_label = "/api/todos"
-                    return
-                await self.app(scope, replay, send_wrapper)
+                downstream: Receive = replay
             else:
-                if (
-                    self.fast is not None
-                    and self.fast.handles(method, path)
-                    and await self.fast(scope, method, b"", receive, send_wrapper)
-                ):
-                    route_label = "/api/todos"
-                    return
-                await self.app(scope, receive, send_wrapper)
+                body, downstream = b"", receive
+            fast = self.fast
+            if (
+                fast is not None
+                and fast.handles(method, path)
+                and await fast(scope, method, body, downstream, send_wrapper)
+            ):
+                route_label = fast.route
+                return
+            await self.app(scope, downstream, send_wrapper)
             route = scope.get("route")
             if route is not None and hasattr(route, "path"):
                 route_label = str(route.path)

@@ -15,10 +15,10 @@ from pathlib import Path
 import uvicorn
 
 from . import systemd
+from .app import create_public_app
 from .config import ConfigError, Settings
 from .logs import setup_logging
 from .management import create_management_app
-from .routes import create_public_app
 from .runtime import Runtime
 
 
