@@ -60,6 +60,7 @@ lint: venv ## yamllint, ansible-lint, ruff, mypy, vagrant validate
 	$(BIN)/ruff check lab tests
 	$(BIN)/mypy
 	cd app && ../$(BIN)/ruff check . && ../$(BIN)/mypy
+	cd app && ../$(BIN)/lint-imports
 	promtool check rules roles/monitoring/files/halab.rules.yml
 	vagrant validate --ignore-provider
 
