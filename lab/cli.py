@@ -3,70 +3,131 @@
 from __future__ import annotations
 
 import argparse
+import enum
 import json
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 
 from . import topology
 from .errors import LabError
-from .nodes import Lab, ssh_command
+from .lab import Lab
+from .ssh import ssh_command
+
+
+class Verb(enum.Enum):
+    up = "up"
+    down = "down"
+    status = "status"
+    ssh = "ssh"
+    stop = "stop"
+    start = "start"
+    reboot = "reboot"
+    partition = "partition"
+    heal = "heal"
+
+    @property
+    def help(self) -> str:
+        return HELP[self]
+
+    @property
+    def takes_node(self) -> bool:
+        return self not in (Verb.up, Verb.down, Verb.status)
+
+
+HELP = {
+    Verb.up: "build the image if needed, boot every node, write the inventory",
+    Verb.down: "stop every node and leave the host as it was before `up`",
+    Verb.status: "each node's state and systemd state",
+    Verb.ssh: "a shell or a command on a node",
+    Verb.stop: "node loss: power a node off",
+    Verb.start: "boot a stopped node again (its disk is kept)",
+    Verb.reboot: "power a node off and boot it again",
+    Verb.partition: "cut a node off the network (it keeps running)",
+    Verb.heal: "put a partitioned node back on the network",
+}
+
+
+@dataclass(frozen=True)
+class Args:
+    verb: Verb
+    node: str = ""
+    command: list[str] = field(default_factory=list)
+    now: bool = False  # stop: SIGKILL instead of a clean poweroff
+    json: bool = False  # status: machine-readable
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="labctl", description="halab's lab of systemd-nspawn nodes (see topology.yml)")
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
-    sub.add_parser("up", help="build the image if needed, boot every node, write the inventory")
-    sub.add_parser("down", help="stop every node and leave the host as it was before `up`")
-    st = sub.add_parser("status", help="each node's state and systemd state")
-    st.add_argument("--json", action="store_true", help="machine-readable output")
-    ssh = sub.add_parser("ssh", help="a shell or a command on a node")
-    ssh.add_argument("node")
-    ssh.add_argument("command", nargs=argparse.REMAINDER)
-    stop = sub.add_parser("stop", help="node loss: power a node off")
-    stop.add_argument("node")
-    stop.add_argument("--now", action="store_true", help="pull the plug (SIGKILL) instead of a clean poweroff")
-    for verb, text in (
-        ("start", "boot a stopped node again (its disk is kept)"),
-        ("reboot", "power a node off and boot it again"),
-        ("partition", "cut a node off the network (it keeps running)"),
-        ("heal", "put a partitioned node back on the network"),
-    ):
-        sub.add_parser(verb, help=text).add_argument("node")
+    for verb in Verb:
+        v = sub.add_parser(verb.value, help=verb.help)
+        if verb.takes_node:
+            v.add_argument("node")
+        if verb is Verb.status:
+            v.add_argument("--json", action="store_true", help="machine-readable output")
+        elif verb is Verb.ssh:
+            v.add_argument("command", nargs=argparse.REMAINDER)
+        elif verb is Verb.stop:
+            v.add_argument("--now", action="store_true", help="pull the plug (SIGKILL) instead of a clean poweroff")
     return p
 
 
+def parse(argv: list[str] | None = None) -> Args:
+    ns = parser().parse_args(argv)
+    return Args(
+        verb=Verb(ns.verb),
+        node=getattr(ns, "node", ""),
+        command=list(getattr(ns, "command", None) or []),
+        now=getattr(ns, "now", False),
+        json=getattr(ns, "json", False),
+    )
+
+
+# ---------------------------------------------------------------- the verbs
+
+
+def show_status(lab: Lab, args: Args) -> None:
+    rows = [asdict(row) for row in lab.status()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    fmt = "{node:<6} {address:<15} {groups:<11} {state:<12} {systemd}"
+    print(fmt.format(node="NODE", address="ADDRESS", groups="GROUPS", state="STATE", systemd="SYSTEMD"))
+    for row in rows:
+        print(fmt.format(**row))
+
+
+def ssh(lab: Lab, args: Args) -> None:
+    lab.require_up()
+    node = lab.topo.node(args.node)
+    cmd = ssh_command(node.address, args.command, tty=sys.stdin.isatty() and not args.command)
+    os.execvp(cmd[0], cmd)
+
+
+VERBS: dict[Verb, Callable[[Lab, Args], None]] = {
+    Verb.up: lambda lab, _: lab.up(),
+    Verb.down: lambda lab, _: lab.down(),
+    Verb.status: show_status,
+    Verb.ssh: ssh,
+    Verb.stop: lambda lab, a: lab.stop(a.node, now=a.now),
+    Verb.start: lambda lab, a: lab.start(a.node),
+    Verb.reboot: lambda lab, a: lab.reboot(a.node),
+    Verb.partition: lambda lab, a: lab.partition(a.node, cut=True),
+    Verb.heal: lambda lab, a: lab.partition(a.node, cut=False),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parse(argv)
     try:
-        topo = topology.load()
-        lab = Lab(topo, log=lambda msg: print(f"labctl: {msg}", flush=True))
-        if args.verb == "up":
-            lab.up()
-        elif args.verb == "down":
-            lab.down()
-        elif args.verb == "status":
-            rows = lab.status()
-            if args.json:
-                print(json.dumps(rows, indent=2))
-            else:
-                fmt = "{node:<6} {address:<15} {groups:<11} {state:<12} {systemd}"
-                print(fmt.format(node="NODE", address="ADDRESS", groups="GROUPS", state="STATE", systemd="SYSTEMD"))
-                for row in rows:
-                    print(fmt.format(**row))
-        elif args.verb == "ssh":
-            lab.require_up()
-            node = topo.node(args.node)
-            cmd = ssh_command(node.address, args.command, tty=sys.stdin.isatty() and not args.command)
-            os.execvp(cmd[0], cmd)
-        elif args.verb == "stop":
-            lab.stop(args.node, now=args.now)
-        elif args.verb == "start":
-            lab.start(args.node)
-        elif args.verb == "reboot":
-            lab.reboot(args.node)
-        elif args.verb in ("partition", "heal"):
-            lab.partition(args.node, cut=args.verb == "partition")
-    except (LabError, KeyError) as exc:
+        lab = Lab(topology.load(), log=lambda msg: print(f"labctl: {msg}", flush=True))
+        VERBS[args.verb](lab, args)
+    except LabError as exc:
+        print(f"labctl: {exc}", file=sys.stderr)
+        return 1
+    except KeyError as exc:  # an unknown node: topology's message names the known ones
         print(f"labctl: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

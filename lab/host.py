@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 
-from .errors import LabError
+from .errors import die
+
+# labctl's one command runner (lab/run.py), also reachable as host.run.
+from .run import run as run
 from .topology import Topology
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -26,23 +29,14 @@ HOST_COMMANDS = {
 }
 
 
-def run(cmd: list[str], check: bool = True, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(cmd, capture_output=True, text=True, input=input_text, check=False)
-    if check and result.returncode != 0:
-        raise LabError(f"`{' '.join(cmd)}` failed: {(result.stderr or result.stdout).strip()}")
-    return result
-
-
 def preflight() -> None:
     if os.geteuid() != 0:
-        raise LabError("labctl needs root (it creates a bridge, cgroups and containers): run it with sudo")
+        die("labctl needs root (it creates a bridge, cgroups and containers): run it with sudo")
     missing = sorted({pkg for cmd, pkg in HOST_COMMANDS.items() if shutil.which(cmd) is None})
     if missing:
-        raise LabError(
-            "missing host packages: " + " ".join(missing) + f"\n  install them: apt-get install -y {' '.join(missing)}"
-        )
+        die("missing host packages: " + " ".join(missing), hint=f"install them: apt-get install -y {' '.join(missing)}")
     if not (CGROUP_ROOT / "memory" / "cgroup.procs").exists() and not (CGROUP_ROOT / "cgroup.controllers").exists():
-        raise LabError(f"no memory cgroup controller under {CGROUP_ROOT}: the lab cannot enforce MemoryMax here")
+        die(f"no memory cgroup controller under {CGROUP_ROOT}: the lab cannot enforce MemoryMax here")
 
 
 # ---------------------------------------------------------------- cgroups
@@ -95,6 +89,18 @@ def join_cgroups(dirs: list[str]) -> None:
     for path in dirs:
         with open(os.path.join(path, "cgroup.procs"), "w") as procs:
             procs.write(pid)
+
+
+def cgroup_pids(dirs: Iterable[Path]) -> set[int]:
+    """Every process in these cgroups and their children (cgroups may vanish while we read)."""
+    pids: set[int] = set()
+    for top in dirs:
+        for here, _, _ in os.walk(top):
+            try:
+                pids.update(int(pid) for pid in Path(here, "cgroup.procs").read_text().split())
+            except OSError:
+                continue
+    return pids
 
 
 def remove_cgroup_tree(path: Path) -> list[str]:

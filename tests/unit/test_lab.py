@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lab import cli, host, inventory, nodes, topology
+from lab import cli, host, inventory, node, topology
 
 
 def test_topology_has_the_five_nodes_on_one_network() -> None:
@@ -56,8 +56,8 @@ def test_nat_masquerades_only_the_lab_network_leaving_by_another_interface() -> 
 
 
 def test_veth_names_fit_an_interface_name() -> None:
-    for node in topology.load().nodes:
-        assert len(nodes.veth_name(node.name)) <= 15
+    for n in topology.load().nodes:
+        assert len(node.veth_name(n.name)) <= 15
 
 
 def test_not_root_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
