@@ -1,21 +1,21 @@
 """The node image: a Debian 12 root file system built once with mmdebstrap.
 
 The image is cached under the cache directory and keyed by a hash of its
-recipe (suite, packages, the host's apt sources and the init shim), so a
-change to any of them builds a new image and an unchanged recipe reuses it.
+recipe (suite, packages, the host's apt sources and the init shim: lab/cache.py),
+so a change to any of them builds a new image and an unchanged recipe reuses it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
-import subprocess
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
-from .errors import LabError
+from .cache import RecipeCache
+from .errors import Log, die
 from .paths import CACHE_DIR
+from .run import run
 
 SUITE = "bookworm"
 
@@ -37,10 +37,11 @@ PACKAGES = (
     "less",
 )
 
-# Downloaded (not installed) into the image's apt cache so that provisioning
-# installs them without fetching them again on every `make lab`; the roles
-# still install them, exactly as on a VM.
-PREFETCH = (
+# What the roles install. The node image has them downloaded (not installed)
+# in its apt cache, so that provisioning does not fetch them again on every
+# `make lab` and the roles still install them, exactly as on a VM; the Vagrant
+# box (vagrant/build_box.py) has them installed.
+ROLE_PACKAGES = (
     "nginx",
     "redis-server",
     "redis-tools",
@@ -72,18 +73,19 @@ INIT_PATH = "/usr/local/sbin/halab-init"
 HOST_SOURCES = (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list"))
 
 
-def _host_sources() -> Path:
+def host_sources() -> Path:
+    """The host's Debian apt sources: the images are built from the same archive."""
     for candidate in HOST_SOURCES:
         if candidate.is_file() and candidate.read_text().strip():
             return candidate
-    raise LabError("no Debian apt sources on this host (looked at " + ", ".join(map(str, HOST_SOURCES)) + ")")
+    die("no Debian apt sources on this host (looked at " + ", ".join(map(str, HOST_SOURCES)) + ")")
 
 
-def _host_apt_options() -> list[Path]:
+def host_apt_options() -> list[Path]:
     """apt.conf.d files of the host that tune how archives are fetched.
 
     Some hosts use a snapshot mirror whose Release files are past their
-    Valid-Until date; the nodes need the same settings to use that mirror.
+    Valid-Until date; the images need the same settings to use that mirror.
     """
     conf_dir = Path("/etc/apt/apt.conf.d")
     if not conf_dir.is_dir():
@@ -91,79 +93,77 @@ def _host_apt_options() -> list[Path]:
     return sorted(p for p in conf_dir.iterdir() if p.is_file() and "Acquire::Check" in p.read_text(errors="ignore"))
 
 
+def apt_recipe() -> dict[str, object]:
+    """The part of an image's recipe that comes from the host's apt configuration."""
+    return {
+        "sources": host_sources().read_text(),
+        "apt_options": {p.name: p.read_text() for p in host_apt_options()},
+    }
+
+
+def mmdebstrap_command(rootfs: Path, include: Iterable[str], customize: Iterable[str], keep_apt_cache: bool) -> list[str]:
+    """mmdebstrap of SUITE (minbase) from the host's own apt sources and fetch settings."""
+    return [
+        "mmdebstrap",
+        "--variant=minbase",
+        "--include=" + ",".join(include),
+        # Keep the apt lists: the roles' apt tasks (cache_valid_time) then skip `apt update`.
+        "--skip=cleanup/apt/lists",
+        *(["--skip=cleanup/apt/cache"] if keep_apt_cache else []),
+        *(f"--setup-hook=copy-in {p} /etc/apt/apt.conf.d/" for p in host_apt_options()),
+        *(f"--customize-hook={hook}" for hook in customize),
+        SUITE,
+        str(rootfs),
+        str(host_sources()),
+    ]
+
+
 def recipe() -> dict[str, object]:
-    sources = _host_sources()
     return {
         "suite": SUITE,
         "packages": PACKAGES,
-        "prefetch": PREFETCH,
+        "prefetch": ROLE_PACKAGES,
         "init": INIT_SHIM,
-        "sources": sources.read_text(),
-        "apt_options": {p.name: p.read_text() for p in _host_apt_options()},
+        **apt_recipe(),
         "version": 3,
     }
 
 
-def recipe_key() -> str:
-    blob = json.dumps(recipe(), sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+def cache() -> RecipeCache:
+    return RecipeCache(CACHE_DIR / "images", recipe())
 
 
 def image_dir() -> Path:
-    return CACHE_DIR / "images" / recipe_key()
+    return cache().dir
 
 
-def rootfs() -> Path:
-    return image_dir() / "rootfs"
-
-
-def ensure_image(log: object = print) -> Path:
+def ensure_image(log: Log = print) -> Path:
     """Return the cached rootfs, building it first if the recipe is new."""
-    target = image_dir()
-    root = target / "rootfs"
-    if (target / "complete").exists():
-        return root
+    images = cache()
+    if images.complete():
+        return images.dir / "rootfs"
     if shutil.which("mmdebstrap") is None:
-        raise LabError("mmdebstrap is missing: apt-get install mmdebstrap")
-    partial = target.with_name(target.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    sources = _host_sources()
+        die("mmdebstrap is missing: apt-get install mmdebstrap")
     started = time.monotonic()
-    log(f"building the node image {target.name} (Debian {SUITE}, cached for next time) ...")  # type: ignore[operator]
-    hooks = [f"--setup-hook=copy-in {p} /etc/apt/apt.conf.d/" for p in _host_apt_options()]
-    shim = partial / "halab-init"
-    shim.write_text(INIT_SHIM)
-    customize = [
-        f"--customize-hook=copy-in {shim} /usr/local/sbin/",
-        f'--customize-hook=chmod 0755 "$1{INIT_PATH}"',
-        # Each node gets its own machine-id and host keys when it is created.
-        '--customize-hook=truncate -s 0 "$1/etc/machine-id"',
-        '--customize-hook=rm -f "$1"/etc/ssh/ssh_host_*',
-        '--customize-hook=chroot "$1" apt-get install --download-only -y -q ' + " ".join(PREFETCH),
-    ]
-    cmd = [
-        "mmdebstrap",
-        "--variant=minbase",
-        "--include=" + ",".join(PACKAGES),
-        "--skip=cleanup/apt/lists",
-        "--skip=cleanup/apt/cache",
-        *hooks,
-        *customize,
-        SUITE,
-        str(partial / "rootfs"),
-        str(sources),
-    ]
-    logfile = partial / "build.log"
-    with logfile.open("w") as out:
-        result = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=False)
-    if result.returncode != 0:
-        tail = "\n".join(logfile.read_text(errors="replace").splitlines()[-25:])
-        raise LabError(f"building the node image failed (mmdebstrap exit {result.returncode}):\n{tail}")
-    shim.unlink()
-    (partial / "recipe.json").write_text(json.dumps(recipe(), sort_keys=True, indent=2))
-    (partial / "complete").write_text(f"{time.monotonic() - started:.0f}s\n")
-    shutil.rmtree(target, ignore_errors=True)
-    partial.rename(target)
-    log(f"node image built in {time.monotonic() - started:.0f} s")  # type: ignore[operator]
-    return root
+    log(f"building the node image {images.key} (Debian {SUITE}, cached for next time) ...")
+    with images.build() as build:
+        shim = build.dir / "halab-init"
+        shim.write_text(INIT_SHIM)
+        customize = [
+            f"copy-in {shim} /usr/local/sbin/",
+            f'chmod 0755 "$1{INIT_PATH}"',
+            # Each node gets its own machine-id and host keys when it is created.
+            'truncate -s 0 "$1/etc/machine-id"',
+            'rm -f "$1"/etc/ssh/ssh_host_*',
+            'chroot "$1" apt-get install --download-only -y -q ' + " ".join(ROLE_PACKAGES),
+        ]
+        run(
+            mmdebstrap_command(build.dir / "rootfs", PACKAGES, customize, keep_apt_cache=True),
+            log=build.dir / "build.log",
+            what="building the node image (mmdebstrap)",
+        )
+        shim.unlink()
+    # Images of earlier recipes: no node uses them (`up` builds only with no lab running).
+    images.prune()
+    log(f"node image built in {time.monotonic() - started:.0f} s")
+    return images.dir / "rootfs"

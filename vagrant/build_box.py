@@ -23,38 +23,39 @@ from __future__ import annotations
 
 import argparse
 import glob
-import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tarfile
 import time
 from pathlib import Path
+from typing import NoReturn
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from lab.image import _host_apt_options, _host_sources  # noqa: E402  (same apt sources as the nspawn image)
+# The same Debian packages and apt sources as the nspawn lab's node image, one recipe cache.
+from lab import image  # noqa: E402
+from lab.cache import RecipeCache  # noqa: E402
+from lab.errors import LabError  # noqa: E402
+from lab.paths import CACHE_DIR  # noqa: E402
+from lab.run import run  # noqa: E402
 
-CACHE = Path(os.environ.get("HALAB_CACHE_DIR", "/var/cache/halab")) / "boxes"
-SUITE = "bookworm"
+CACHE = CACHE_DIR / "boxes"
+SUITE = image.SUITE
 DISK_GIB = 8  # sparse: the qcow2 holds only what is written
 BOX_NAME = "halab/bookworm-local"
+BOX_FILE = "halab-bookworm-local.box"
 
-# What makes a Vagrant box boot and answer: kernel, systemd, sshd, sudo, DHCP.
+# What makes a Vagrant box boot and answer: the node image's packages (systemd,
+# sshd, python3 ...), plus a kernel to boot, time sync and DHCP that a VM needs.
 BASE = (
-    "linux-image-amd64", "initramfs-tools", "systemd", "systemd-sysv", "systemd-timesyncd", "dbus",
-    "openssh-server", "sudo", "isc-dhcp-client", "ifupdown", "iproute2", "iputils-ping",
-    "python3", "python3-apt", "ca-certificates", "procps", "less", "kmod", "zstd",
+    *image.PACKAGES,
+    "linux-image-amd64", "initramfs-tools", "systemd-timesyncd", "isc-dhcp-client", "kmod", "zstd",
 )
-# What the roles install (read from roles/*/tasks and the issue): baked in.
-ROLES = (
-    "nginx", "redis-server", "redis-tools", "nftables", "python3-venv", "prometheus",
-    "prometheus-alertmanager", "prometheus-node-exporter", "prometheus-redis-exporter",
-    "prometheus-nginx-exporter", "curl", "jq",
-)
+# What the roles install: baked in.
+ROLES = image.ROLE_PACKAGES
 # Installed but not enabled: the roles enable what each node runs
 # (node exporter stays on: every node runs it).
 DISABLED = (
@@ -130,7 +131,7 @@ NEEDS = {
 }
 
 
-def die(msg: str) -> None:
+def die(msg: str) -> NoReturn:
     print(f"build_box: {msg}", file=sys.stderr)
     sys.exit(1)
 
@@ -188,60 +189,46 @@ def recipe() -> dict[str, object]:
         "hooks": hooks(Path("STAGING")),
         "files": [INTERFACES, FSTAB, INITRAMFS_CONF, INITRAMFS_MODULES, MODPROBE_NOFB, HOSTKEYS_UNIT, BOX_VAGRANTFILE],
         "vagrant_pub": vagrant_pub().read_text(),
-        "sources": _host_sources().read_text(),
-        "apt_options": {p.name: p.read_text() for p in _host_apt_options()},
+        **image.apt_recipe(),
         "disk_gib": DISK_GIB,
         "version": 3,
     }
 
 
-def recipe_key() -> str:
-    return hashlib.sha256(json.dumps(recipe(), sort_keys=True).encode()).hexdigest()[:16]
+def cache() -> RecipeCache:
+    return RecipeCache(CACHE, recipe())
 
 
-def box_path(key: str) -> Path:
-    return CACHE / key / "halab-bookworm-local.box"
-
-
-def run(cmd: list[str], log: Path) -> None:
-    with log.open("a") as out:
-        out.write(f"\n$ {' '.join(cmd)}\n")
-        out.flush()
-        result = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=False)
-    if result.returncode != 0:
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
-        die(f"{cmd[0]} failed (exit {result.returncode}); full log {log}:\n{tail}")
-
-
-def build(key: str) -> Path:
+def build(boxes: RecipeCache) -> Path:
     missing = sorted({pkg for tool, pkg in NEEDS.items() if shutil.which(tool) is None})
     if missing:
         die("missing host packages: apt-get install " + " ".join(missing))
     if os.geteuid() != 0:
         die("building the box needs root (mmdebstrap in root mode, a chroot)")
-    target = CACHE / key
-    partial = CACHE / f"{key}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    staging = partial / "staging"
-    staging.mkdir()
-    rootfs = partial / "rootfs"
-    log = partial / "build.log"
     started = time.monotonic()
-    print(f"building the box {BOX_NAME} ({key}), log in {log} ...", file=sys.stderr, flush=True)
-    setup = [f"--setup-hook=copy-in {p} /etc/apt/apt.conf.d/" for p in _host_apt_options()]
-    stage(staging)
-    customize = [f"--customize-hook={h}" for h in hooks(staging)]
-    run(
-        [
-            "mmdebstrap", "--variant=minbase", "--include=" + ",".join(BASE + ROLES),
-            # Keep the apt lists: the roles' apt tasks (cache_valid_time) then skip `apt update`.
-            "--skip=cleanup/apt/lists",
-            *setup, *customize, SUITE, str(rootfs), str(_host_sources()),
-        ],
-        log,
-    )
-    mmdebstrap_s = time.monotonic() - started
+    with boxes.build() as build:
+        partial = build.dir
+        staging = partial / "staging"
+        staging.mkdir()
+        rootfs = partial / "rootfs"
+        log = partial / "build.log"
+        print(f"building the box {BOX_NAME} ({boxes.key}), log in {log} ...", file=sys.stderr, flush=True)
+        stage(staging)
+        run(image.mmdebstrap_command(rootfs, BASE + ROLES, hooks(staging), keep_apt_cache=False), log=log)
+        mmdebstrap_s = time.monotonic() - started
+        package(partial, rootfs, log)
+        shutil.rmtree(staging)
+        build.note = f"mmdebstrap {mmdebstrap_s:.0f}s"
+    boxes.prune()  # boxes of earlier recipes: 1.2 GB each, never used again
+    took = time.monotonic() - started
+    box = boxes.dir / BOX_FILE
+    size = box.stat().st_size / 2**20
+    print(f"box built in {took:.0f} s (mmdebstrap {mmdebstrap_s:.0f} s), {size:.0f} MiB", file=sys.stderr, flush=True)
+    return box
+
+
+def package(partial: Path, rootfs: Path, log: Path) -> None:
+    """rootfs -> kernel, initrd, qcow2 disk, Vagrantfile and metadata, in one .box (tar) in partial."""
     kernels = sorted((rootfs / "boot").glob("vmlinuz-*"))
     initrds = sorted((rootfs / "boot").glob("initrd.img-*"))
     if not kernels or not initrds:
@@ -253,27 +240,15 @@ def build(key: str) -> Path:
     (out / "Vagrantfile").write_text(BOX_VAGRANTFILE)
     (out / "metadata.json").write_text(json.dumps({"provider": "libvirt", "format": "qcow2", "virtual_size": DISK_GIB}))
     raw = partial / "rootfs.ext4"
-    run(["truncate", "-s", f"{DISK_GIB}G", str(raw)], log)
-    run(["mkfs.ext4", "-q", "-F", "-L", "halab-root", "-d", str(rootfs), str(raw)], log)
-    run(["qemu-img", "convert", "-O", "qcow2", str(raw), str(out / "box.img")], log)
+    run(["truncate", "-s", f"{DISK_GIB}G", str(raw)], log=log)
+    run(["mkfs.ext4", "-q", "-F", "-L", "halab-root", "-d", str(rootfs), str(raw)], log=log)
+    run(["qemu-img", "convert", "-O", "qcow2", str(raw), str(out / "box.img")], log=log)
     raw.unlink()
     shutil.rmtree(rootfs)
-    shutil.rmtree(staging)
-    with tarfile.open(partial / box_path(key).name, "w") as tar:  # uncompressed: qcow2 is already compact
+    with tarfile.open(partial / BOX_FILE, "w") as tar:  # uncompressed: qcow2 is already compact
         for name in ("metadata.json", "Vagrantfile", "vmlinuz", "initrd.img", "box.img"):
             tar.add(out / name, arcname=name)
     shutil.rmtree(out)
-    took = time.monotonic() - started
-    (partial / "recipe.json").write_text(json.dumps(recipe(), sort_keys=True, indent=2))
-    (partial / "complete").write_text(f"mmdebstrap {mmdebstrap_s:.0f}s, total {took:.0f}s\n")
-    shutil.rmtree(target, ignore_errors=True)
-    partial.rename(target)
-    for old in CACHE.iterdir():  # boxes of earlier recipes: 1.2 GB each, never used again
-        if old != target and not old.name.endswith(".partial"):
-            shutil.rmtree(old, ignore_errors=True)
-    size = box_path(key).stat().st_size / 2**20
-    print(f"box built in {took:.0f} s (mmdebstrap {mmdebstrap_s:.0f} s), {size:.0f} MiB", file=sys.stderr, flush=True)
-    return box_path(key)
 
 
 def main() -> None:
@@ -281,13 +256,16 @@ def main() -> None:
     parser.add_argument("--key", action="store_true", help="print the recipe key and exit")
     parser.add_argument("--rebuild", action="store_true", help="build even if a box for this recipe is cached")
     args = parser.parse_args()
-    key = recipe_key()
-    if args.key:
-        print(key)
-        return
-    if args.rebuild or not (CACHE / key / "complete").exists():
-        build(key)
-    print(box_path(key))
+    try:
+        boxes = cache()
+        if args.key:
+            print(boxes.key)
+            return
+        if args.rebuild or not boxes.complete():
+            build(boxes)
+    except LabError as exc:
+        die(str(exc))
+    print(boxes.dir / BOX_FILE)
 
 
 if __name__ == "__main__":
