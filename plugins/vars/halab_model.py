@@ -1,0 +1,60 @@
+"""Vars plugin: the system model (topology.yml) for every inventory.
+
+Why a vars plugin: the lab's inventory is generated, Vagrant writes its own and
+real servers bring a hand-written one, but all of them run the same roles. A
+vars plugin enabled in ansible.cfg gives every one of them the same `halab`
+variable (the ports and paths of topology.yml's `services`) and the rules in
+halab_model.yml beside this file (each host's address, every API instance),
+without a group_vars file per inventory or a copy of any value.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ansible.inventory.group import Group
+from ansible.plugins.vars import BaseVarsPlugin
+
+DOCUMENTATION = """
+    name: halab_model
+    short_description: The halab system model (topology.yml services and derived rules)
+    requirements:
+      - Enabled in ansible.cfg (vars_plugins_enabled)
+    description:
+      - Gives the group C(all) the variable C(halab) (ports, management socket) read from topology.yml's services,
+        and the derived variables of halab_model.yml (halab_address, halab_api_instances, halab_host_instances).
+    options:
+      stage:
+        ini:
+          - key: stage
+            section: vars_halab_model
+        env:
+          - name: ANSIBLE_VARS_PLUGIN_STAGE
+    extends_documentation_fragment:
+      - vars_plugin_staging
+"""
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TOPOLOGY_FILE = REPO_ROOT / "topology.yml"
+RULES_FILE = Path(__file__).with_suffix(".yml")
+
+
+class VarsModule(BaseVarsPlugin):
+    REQUIRES_ENABLED = True
+    is_stateless = True
+
+    def get_vars(self, loader: Any, path: str, entities: Any, cache: bool = True) -> dict[str, Any]:
+        if not isinstance(entities, list):
+            entities = [entities]
+        if not any(isinstance(e, Group) and e.name == "all" for e in entities):
+            return {}
+        topology = loader.load_from_file(str(TOPOLOGY_FILE), cache="all", unsafe=True)
+        rules = loader.load_from_file(str(RULES_FILE), cache="all", unsafe=True, trusted_as_template=True)
+        services = topology["services"]
+        model = {
+            "ports": dict(services["ports"]),
+            "management_socket": services["management_socket"],
+            "credentials_dir": str(REPO_ROOT / "playbooks" / "credentials"),
+        }
+        return {"halab": model, **rules}

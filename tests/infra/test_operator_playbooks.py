@@ -1,0 +1,85 @@
+"""The operator playbooks act on what -l and -e instance select, and refuse an empty selection.
+
+Each case runs ansible-playbook against the lab, as an operator would. The stress case
+allocates a small amount (well under the threshold) and the recover case frees it, so
+the lab is left as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lab import topology
+
+ROOT = Path(__file__).resolve().parents[2]
+TOPO = topology.load()
+FIRST, SECOND = TOPO.instances[0], TOPO.instances[1]
+NON_API_HOST = next(n.name for n in TOPO.nodes if topology.API_GROUP not in n.groups)
+
+pytestmark = pytest.mark.operator
+
+
+def playbook(request: pytest.FixtureRequest, name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    inv = request.config.getoption("ansible_inventory")
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", inv, f"playbooks/{name}.yml", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")},
+    )
+
+
+def reported_instances(out: str) -> set[int]:
+    """Instance ids the playbook's report tasks named in their loop labels."""
+    return {int(line.split("instance ")[1].split(")")[0]) for line in out.splitlines() if "(item=instance " in line}
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["-e", f"instance={FIRST.id}"], {FIRST.id}),
+        (["-l", FIRST.host], {i.id for i in TOPO.instances if i.host == FIRST.host}),
+        (["-l", SECOND.host, "-e", f"instance={SECOND.id}"], {SECOND.id}),
+        ([], {i.id for i in TOPO.instances}),
+    ],
+    ids=["instance", "limit", "limit-and-instance", "all"],
+)
+def test_status_acts_on_the_selection(request, args, expected):
+    res = playbook(request, "status", *args)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    assert reported_instances(res.stdout) == expected, res.stdout[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "message"),
+    [
+        ("status", ["-l", NON_API_HOST], "no API instance runs on the selected hosts"),
+        ("status", ["-e", "instance=999"], "no API instance 999"),
+        ("status", ["-l", FIRST.host, "-e", f"instance={SECOND.id}"], f"runs on {SECOND.host}, which is not among"),
+        ("status", ["-e", "instance=one"], "takes an instance number"),
+        ("stress", [], "say which instance"),
+        ("recover", [], "say which instance"),
+        ("stress", ["-l", NON_API_HOST], "no API instance runs on the selected hosts"),
+        ("recover", ["-l", FIRST.host, "-e", f"instance={SECOND.id}"], "which is not among"),
+    ],
+)
+def test_an_empty_or_wrong_selection_fails_clearly(request, name, args, message):
+    res = playbook(request, name, *args)
+    assert res.returncode != 0, res.stdout[-3000:]
+    assert message in res.stdout + res.stderr, res.stdout[-3000:]
+    assert "todo-apictl" not in res.stdout, "it acted although the selection was refused"
+
+
+def test_stress_and_recover_with_a_limit(request):
+    """-l HOST, the operator's habit, stresses that host's instances and recovers them."""
+    stressed = playbook(request, "stress", "-l", FIRST.host, "-e", "stress_mb=16")
+    assert stressed.returncode == 0, stressed.stdout[-3000:] + stressed.stderr[-2000:]
+    on_host = {i.id for i in TOPO.instances if i.host == FIRST.host}
+    assert reported_instances(stressed.stdout) == on_host
+    recovered = playbook(request, "recover", "-l", FIRST.host)
+    assert recovered.returncode == 0, recovered.stdout[-3000:] + recovered.stderr[-2000:]
+    assert reported_instances(recovered.stdout) == on_host
