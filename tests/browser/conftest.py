@@ -1,7 +1,7 @@
 """Fixtures for the page's browser test: a target (the lab's lb, or the local loopback stack) and
 Debian's Chromium driven headless by Selenium through Debian's chromedriver (nothing downloaded).
 
-HALAB_BROWSER_TARGET=lab (default): http://<lb address from topology.yml>/, faults through the
+HALAB_BROWSER_TARGET=lab (default): the system's public URL (tests/support/model.py), faults through the
 management plane (`lab/labctl ssh app1 -- todo-apictl --instance 1 stress`).
 HALAB_BROWSER_TARGET=local: tests/browser/local_stack.py on 127.0.0.1 (no lab needed).
 """
@@ -14,14 +14,17 @@ import subprocess
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.lab import on_node
+from tests.support.model import INSTANCE_NODE, PUBLIC_URL
+from tests.support.run import REPO
+
 ARTIFACTS = REPO / "artifacts" / "browser"
 CHROMIUM = os.environ.get("HALAB_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("HALAB_CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -42,31 +45,20 @@ CHROME_FLAGS = [
 class Target:
     url: str
     node_of: dict[str, str]  # instance -> node (for messages)
-    _apictl: Any
-
-    def apictl(self, instance: str, verb: str) -> subprocess.CompletedProcess[str]:
-        return self._apictl(instance, verb)  # type: ignore[no-any-return]
+    apictl: Callable[[str, str], subprocess.CompletedProcess[str]]  # (instance, verb): todo-apictl on its node
 
 
 def _lab_target() -> Target:
-    from lab import topology
-
-    topo = topology.load()
-    url = os.environ.get("HALAB_URL", f"http://{topo.node('lb').address}/")
-    node_of = {str(i): n.name for n in topo.nodes for i in n.host_vars.get("todo_api_instances", [])}
+    url = os.environ.get("HALAB_URL", f"{PUBLIC_URL}/")
     try:
         urllib.request.urlopen(url + "config.json", timeout=5).read()
     except (urllib.error.URLError, OSError) as exc:
         pytest.skip(f"the lab's page does not answer at {url}config.json ({exc}): provision the lab first (make lab)")
 
     def apictl(instance: str, verb: str) -> subprocess.CompletedProcess[str]:
-        cmd = [str(REPO / "lab" / "labctl"), "ssh", node_of[instance], "--", "todo-apictl", "--instance", instance, verb]
-        result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=180, check=False)
-        if result.returncode != 0:
-            raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-        return result
+        return on_node(INSTANCE_NODE[instance], f"todo-apictl --instance {instance} {verb}", timeout=180)
 
-    return Target(url=url, node_of=node_of, _apictl=apictl)
+    return Target(url=url, node_of=dict(INSTANCE_NODE), apictl=apictl)
 
 
 @pytest.fixture(scope="session")
@@ -77,7 +69,7 @@ def target() -> Iterator[Target]:
 
         stack = LocalStack().start()
         try:
-            yield Target(url=stack.url, node_of={"1": "local", "2": "local"}, _apictl=stack.apictl)
+            yield Target(url=stack.url, node_of=dict.fromkeys(stack.sockets, "local"), apictl=stack.apictl)
         finally:
             stack.stop()
     elif kind == "lab":

@@ -16,38 +16,39 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-VENV_BIN = Path(sys.executable).parent
+from lab.topology import API_GROUP, LOADBALANCER_GROUP, MONITORING_GROUP
+from tests.support.net import LOOPBACK, free_port, tcp_open
+from tests.support.run import REPO, venv_tool
+from tests.support.wait import wait_until
+
 WWW = REPO / "roles" / "frontend" / "files" / "www"
 NGINX_LB = REPO / "roles" / "nginx_lb"
 FRONTEND = REPO / "roles" / "frontend"
 
-PORTS = {"redis": 18379, "api": 18001, "nginx": 18080, "stub": 18081, "prometheus": 18090}
+INSTANCES = (1, 2)
 
 
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) != 0
+def _free_ports() -> dict[str, int]:
+    """Distinct loopback ports nothing listens on; the API instances' are consecutive (the k-th on api + k).
+    No Prometheus runs here: nothing listens on its port."""
+    ports: dict[str, int] = {}
+    taken: list[int] = []
+    for name, count in (("redis", 1), ("api", len(INSTANCES)), ("nginx", 1), ("stub", 1), ("prometheus", 1)):
+        ports[name] = free_port(count=count, avoid=taken)
+        taken += range(ports[name], ports[name] + count)
+    return ports
 
 
 def _wait_port(port: int, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _free(port):
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+    wait_until(f"something listening on {LOOPBACK}:{port}", lambda: tcp_open(LOOPBACK, port), timeout, every=0.1)
 
 
 def _defaults(role: Path) -> dict[str, Any]:
@@ -68,14 +69,12 @@ def _env() -> jinja2.Environment:
 
 class LocalStack:
     def __init__(self) -> None:
-        busy = [f"{k}:{p}" for k, p in PORTS.items() if k != "prometheus" and not _free(p)]
-        if busy:
-            raise RuntimeError(f"loopback ports in use: {busy}")
+        self.ports = _free_ports()
         self.dir = Path(tempfile.mkdtemp(prefix="halab-fe-"))
         self.dir.chmod(0o755)  # NGINX workers (nobody) read the web root below it
         self.procs: list[subprocess.Popen[bytes]] = []
-        self.url = f"http://127.0.0.1:{PORTS['nginx']}/"
-        self.sockets = {str(i): f"{self.dir}/manage-{i}.sock" for i in (1, 2)}
+        self.url = f"http://{LOOPBACK}:{self.ports['nginx']}/"
+        self.sockets = {str(i): f"{self.dir}/manage-{i}.sock" for i in INSTANCES}
 
     # -- what the page needs --------------------------------------------------------------
     def _vars(self) -> dict[str, Any]:
@@ -83,14 +82,14 @@ class LocalStack:
         variables: dict[str, Any] = {**_defaults(NGINX_LB), **_defaults(FRONTEND)}
         variables.update(
             ansible_managed="rendered by tests/browser/local_stack.py",
-            groups={"api": [host], "monitoring": [host], "loadbalancer": [host]},
-            hostvars={host: {"halab_private_address": "127.0.0.1", "todo_api_instances": [1, 2], "ansible_host": "127.0.0.1"}},
+            groups={API_GROUP: [host], MONITORING_GROUP: [host], LOADBALANCER_GROUP: [host]},
+            hostvars={host: {"halab_private_address": LOOPBACK, "todo_api_instances": list(INSTANCES), "ansible_host": LOOPBACK}},
             inventory_hostname=host,
-            nginx_lb_listen_port=PORTS["nginx"],
-            nginx_lb_upstream_port=PORTS["api"],
-            nginx_lb_stub_status_port=PORTS["stub"],
+            nginx_lb_listen_port=self.ports["nginx"],
+            nginx_lb_upstream_port=self.ports["api"],
+            nginx_lb_stub_status_port=self.ports["stub"],
             nginx_lb_web_root=str(self.dir / "www"),
-            nginx_lb_status_prometheus_port=PORTS["prometheus"],
+            nginx_lb_status_prometheus_port=self.ports["prometheus"],
         )
         # role defaults may refer to each other ({{ ... }}): render those strings once more
         env = _env()
@@ -105,7 +104,8 @@ class LocalStack:
         upstream = env.get_template("upstream.conf.j2").render(**v)
         site = env.get_template("halab.conf.j2").render(**v)
         site = re.sub(r"^\s*listen \[::\].*$", "", site, flags=re.M)
-        site = site.replace(f"listen {PORTS['nginx']} default_server", f"listen 127.0.0.1:{PORTS['nginx']} default_server")
+        nginx = self.ports["nginx"]
+        site = site.replace(f"listen {nginx} default_server", f"listen {LOOPBACK}:{nginx} default_server")
         site = site.replace("/var/log/nginx/", f"{self.dir}/")
         d = self.dir
         return f"""
@@ -141,37 +141,37 @@ http {{
 
     def start(self) -> LocalStack:
         try:
-            redis = ["redis-server", "--port", str(PORTS["redis"]), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+            redis = ["redis-server", "--port", str(self.ports["redis"]), "--bind", LOOPBACK, "--save", "", "--appendonly", "no"]
             self._spawn("redis", redis)
-            _wait_port(PORTS["redis"])
-            for i in (1, 2):
+            _wait_port(self.ports["redis"])
+            for i in INSTANCES:
                 env = {
                     **os.environ,
                     "TODO_API_INSTANCE": str(i),
-                    "TODO_API_HOST": "127.0.0.1",
-                    "TODO_API_PORT": str(PORTS["api"] + i - 1),
+                    "TODO_API_HOST": LOOPBACK,
+                    "TODO_API_PORT": str(self.ports["api"] + i - 1),
                     "TODO_API_MANAGEMENT": f"unix:{self.sockets[str(i)]}",
-                    "TODO_API_REDIS_URL": f"redis://127.0.0.1:{PORTS['redis']}/0",
+                    "TODO_API_REDIS_URL": f"redis://{LOOPBACK}:{self.ports['redis']}/0",
                     # no cgroup limit here: compare RSS with 512 MB, like the lab's MemoryMax
                     "TODO_API_CGROUP_ROOT": str(self.dir / "no-cgroup"),
                     "TODO_API_MEMORY_LIMIT_MB": "512",
                 }
-                self._spawn(f"api{i}", [str(VENV_BIN / "todo-api")], env)
-            for i in (1, 2):
-                _wait_port(PORTS["api"] + i - 1)
+                self._spawn(f"api{i}", [venv_tool("todo-api")], env)
+            for i in INSTANCES:
+                _wait_port(self.ports["api"] + i - 1)
             self._web_root()
             conf = self.dir / "nginx.conf"
             conf.write_text(self._nginx_conf())
             subprocess.run(["nginx", "-t", "-q", "-p", str(self.dir), "-c", str(conf)], check=True)
             self._spawn("nginx", ["nginx", "-p", str(self.dir), "-c", str(conf), "-g", "daemon off;"])
-            _wait_port(PORTS["nginx"])
+            _wait_port(self.ports["nginx"])
         except BaseException:
             self.stop()
             raise
         return self
 
     def apictl(self, instance: str, verb: str) -> subprocess.CompletedProcess[str]:
-        cmd = [str(VENV_BIN / "todo-apictl"), "--socket", self.sockets[instance], verb]
+        cmd = [venv_tool("todo-apictl"), "--socket", self.sockets[instance], verb]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True)
 
     def stop(self) -> None:

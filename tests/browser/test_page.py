@@ -1,7 +1,7 @@
 """The lab's page in a real browser: todos, both instances serving, instance 1 made sick through
 the management plane and seen UNHEALTHY within 2 s, then recovered; screenshots of each state.
 
-    .venv/bin/pytest -s tests/browser                               # against the lab (lb .10)
+    .venv/bin/pytest -s tests/browser                               # against the lab
     HALAB_BROWSER_TARGET=local .venv/bin/pytest -s tests/browser    # loopback stack, no lab
 
 Screenshots: artifacts/browser/ (gitignored).
@@ -16,23 +16,20 @@ import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from tests.support.wait import wait_until
 
 from .conftest import Target
+
+T = TypeVar("T")
 
 DETECT_LIMIT_S = 2.0  # the issue's bound: a change of state shows within 2 s
 RECOVER_WAIT_S = 20.0  # clear frees the memory at once; the bound only stops a hung test
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float, step: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(step)
+def wait_for(what: str, check: Callable[[], T], timeout: float, step: float = 0.05) -> T:
+    return wait_until(what, check, timeout, every=step)
 
 
 def card(driver: Any, instance: str) -> dict[str, str]:

@@ -20,7 +20,7 @@ import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import httpx
 
@@ -67,6 +67,18 @@ class Outcome:
 class Acknowledged:
     id: str
     texto: str
+
+
+class LoadShape(TypedDict, total=False):
+    """LoadRun's bounds and pace, as a suite writes them once and a scenario overrides them."""
+
+    total: int
+    rate: float
+    post_every: int
+    max_seconds: float
+    retry_budget: float
+    concurrency: int
+    request_timeout: float
 
 
 class LoadRun:

@@ -1,4 +1,5 @@
-"""testinfra on the running lab. Hosts and addresses come from the Ansible inventory.
+"""testinfra on the running lab. Hosts and addresses come from the Ansible inventory,
+ports and group names from the system model (tests/support/model.py).
 
 Run alone:  .venv/bin/pytest tests/infra --ansible-inventory=inventory/lab/hosts.yml
 (each module names its hosts with ``testinfra_hosts``; ``--hosts`` is not needed.)
@@ -6,22 +7,22 @@ Run alone:  .venv/bin/pytest tests/infra --ansible-inventory=inventory/lab/hosts
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import sys
-import time
-import urllib.error
-import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from testinfra.utils.ansible_runner import AnsibleRunner
 
-ROOT = Path(__file__).resolve().parents[2]
-os.environ.setdefault("ANSIBLE_CONFIG", str(ROOT / "ansible.cfg"))
+from tests.support.model import LOADBALANCER_GROUP, TOPO
+from tests.support.net import http_url
+from tests.support.run import REPO
+
+os.environ.setdefault("ANSIBLE_CONFIG", str(REPO / "ansible.cfg"))
 # testinfra calls ansible-inventory/ansible by name: use the ones next to this interpreter.
 os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
-DEFAULT_INVENTORY = ROOT / "inventory" / "lab" / "hosts.yml"
+DEFAULT_INVENTORY = REPO / "inventory" / "lab" / "hosts.yml"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -32,14 +33,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session")
-def inventory(request: pytest.FixtureRequest):
-    from testinfra.utils.ansible_runner import AnsibleRunner
-
+def inventory(request: pytest.FixtureRequest) -> AnsibleRunner:
     return AnsibleRunner(request.config.getoption("ansible_inventory"))
 
 
 @pytest.fixture(scope="session")
-def addr(inventory):
+def addr(inventory: AnsibleRunner) -> Callable[[str], str]:
     """Private address of an inventory host (halab_private_address, else ansible_host)."""
 
     def _addr(name: str) -> str:
@@ -50,42 +49,13 @@ def addr(inventory):
 
 
 @pytest.fixture(scope="session")
-def group(inventory):
-    return lambda name: sorted(inventory.get_hosts(name))
+def group(inventory: AnsibleRunner) -> Callable[[str], list[str]]:
+    def _group(name: str) -> list[str]:
+        return sorted(inventory.get_hosts(name))
+
+    return _group
 
 
 @pytest.fixture(scope="session")
-def lb_url(group, addr) -> str:
-    return f"http://{addr(group('loadbalancer')[0])}"
-
-
-def http(url: str, method: str = "GET", timeout: float = 5.0, **kw):
-    """(status, headers, body) without raising on HTTP errors."""
-    req = urllib.request.Request(url, method=method, **kw)
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, r.headers, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.headers, e.read()
-
-
-def tcp_open(host: str, port: int, timeout: float = 2.0) -> bool:
-    """From the lab host (the controller)."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def wait_for(pred, timeout: float = 60.0, step: float = 1.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(step)
-    return False
-
-
-def json_body(body: bytes):
-    return json.loads(body.decode())
+def lb_url(group: Callable[[str], list[str]], addr: Callable[[str], str]) -> str:
+    return http_url(addr(group(LOADBALANCER_GROUP)[0]), TOPO.services.port("http"))

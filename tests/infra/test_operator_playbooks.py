@@ -7,30 +7,22 @@ the lab is left as it was.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from lab import topology
+from tests.support import ansible
+from tests.support.model import API_GROUP, TOPO, instances_on
 
-ROOT = Path(__file__).resolve().parents[2]
-TOPO = topology.load()
 FIRST, SECOND = TOPO.instances[0], TOPO.instances[1]
-NON_API_HOST = next(n.name for n in TOPO.nodes if topology.API_GROUP not in n.groups)
+NON_API_HOST = next(n.name for n in TOPO.nodes if API_GROUP not in n.groups)
 
 pytestmark = pytest.mark.operator
 
 
 def playbook(request: pytest.FixtureRequest, name: str, *args: str) -> subprocess.CompletedProcess[str]:
-    inv = request.config.getoption("ansible_inventory")
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", inv, f"playbooks/{name}.yml", *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")},
-    )
+    inventory = request.config.getoption("ansible_inventory")
+    return ansible.playbook(f"{name}.yml", *args, inventory=inventory, check=False, timeout=300)
 
 
 def reported_instances(out: str) -> set[int]:
@@ -42,13 +34,13 @@ def reported_instances(out: str) -> set[int]:
     ("args", "expected"),
     [
         (["-e", f"instance={FIRST.id}"], {FIRST.id}),
-        (["-l", FIRST.host], {i.id for i in TOPO.instances if i.host == FIRST.host}),
+        (["-l", FIRST.host], {i.id for i in instances_on(FIRST.host)}),
         (["-l", SECOND.host, "-e", f"instance={SECOND.id}"], {SECOND.id}),
         ([], {i.id for i in TOPO.instances}),
     ],
     ids=["instance", "limit", "limit-and-instance", "all"],
 )
-def test_status_acts_on_the_selection(request, args, expected):
+def test_status_acts_on_the_selection(request: pytest.FixtureRequest, args: list[str], expected: set[int]) -> None:
     res = playbook(request, "status", *args)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
     assert reported_instances(res.stdout) == expected, res.stdout[-3000:]
@@ -67,18 +59,20 @@ def test_status_acts_on_the_selection(request, args, expected):
         ("recover", ["-l", FIRST.host, "-e", f"instance={SECOND.id}"], "which is not among"),
     ],
 )
-def test_an_empty_or_wrong_selection_fails_clearly(request, name, args, message):
+def test_an_empty_or_wrong_selection_fails_clearly(
+    request: pytest.FixtureRequest, name: str, args: list[str], message: str
+) -> None:
     res = playbook(request, name, *args)
     assert res.returncode != 0, res.stdout[-3000:]
     assert message in res.stdout + res.stderr, res.stdout[-3000:]
     assert "todo-apictl" not in res.stdout, "it acted although the selection was refused"
 
 
-def test_stress_and_recover_with_a_limit(request):
+def test_stress_and_recover_with_a_limit(request: pytest.FixtureRequest) -> None:
     """-l HOST, the operator's habit, stresses that host's instances and recovers them."""
     stressed = playbook(request, "stress", "-l", FIRST.host, "-e", "stress_mb=16")
     assert stressed.returncode == 0, stressed.stdout[-3000:] + stressed.stderr[-2000:]
-    on_host = {i.id for i in TOPO.instances if i.host == FIRST.host}
+    on_host = {i.id for i in instances_on(FIRST.host)}
     assert reported_instances(stressed.stdout) == on_host
     recovered = playbook(request, "recover", "-l", FIRST.host)
     assert recovered.returncode == 0, recovered.stdout[-3000:] + recovered.stderr[-2000:]

@@ -4,34 +4,52 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from itertools import pairwise
+from typing import Any
 
 import pytest
-from conftest import http, json_body, wait_for
+from testinfra.host import Host
 
-testinfra_hosts = ["ansible://api"]
+from tests.support.model import API_GROUP, INSTANCE_NODE, MONITORING_GROUP, TOPO
+from tests.support.net import http, http_url
+from tests.support.wait import poll
+
+testinfra_hosts = [f"ansible://{API_GROUP}"]
+
+Addr = Callable[[str], str]
+Group = Callable[[str], list[str]]
+INSTANCES = set(INSTANCE_NODE)  # "1", "2": as X-Instance names them
 
 
-def test_requests_alternate_between_instances(lb_url):
+def json_body(body: bytes) -> Any:
+    return json.loads(body.decode())
+
+
+def prometheus(group: Group, addr: Addr, path: str) -> str:
+    return http_url(addr(group(MONITORING_GROUP)[0]), TOPO.services.port("prometheus"), path)
+
+
+def test_requests_alternate_between_instances(lb_url: str) -> None:
     seen = [http(f"{lb_url}/api/health")[1]["X-Instance"] for _ in range(6)]
-    assert set(seen) == {"1", "2"}
+    assert set(seen) == INSTANCES
     assert all(a != b for a, b in pairwise(seen)), seen
 
 
 @pytest.mark.parametrize("path", ["/metrics", "/api/stress", "/api/stress/clear", "/manage/status"])
-def test_not_public(lb_url, path):
+def test_not_public(lb_url: str, path: str) -> None:
     for method in ("GET", "POST"):
         assert http(f"{lb_url}{path}", method=method)[0] == 404
 
 
-def test_static_frontend(lb_url):
+def test_static_frontend(lb_url: str) -> None:
     status, _headers, body = http(f"{lb_url}/")
     assert status == 200 and b"halab" in body
 
 
-def test_post_through_the_lb(lb_url):
+def test_post_through_the_lb(lb_url: str) -> None:
     key = str(uuid.uuid4())
-    kw = {"data": json.dumps({"texto": "testinfra"}).encode(),
+    kw: dict[str, Any] = {"data": json.dumps({"texto": "testinfra"}).encode(),
           "headers": {"Content-Type": "application/json", "Idempotency-Key": key}}
     first = http(f"{lb_url}/api/todos", method="POST", **kw)
     again = http(f"{lb_url}/api/todos", method="POST", **kw)
@@ -39,33 +57,33 @@ def test_post_through_the_lb(lb_url):
     assert json_body(first[2])["id"] == json_body(again[2])["id"]
 
 
-def test_body_limit(lb_url):
+def test_body_limit(lb_url: str) -> None:
     status = http(f"{lb_url}/api/todos", method="POST", data=b"x" * 20000,
                   headers={"Content-Type": "application/json"})[0]
     assert status == 413
 
 
-def test_prometheus_targets_all_up(group, addr):
-    url = f"http://{addr(group('monitoring')[0])}:9090/api/v1/targets"
+def test_prometheus_targets_all_up(group: Group, addr: Addr) -> None:
+    url = prometheus(group, addr, "/api/v1/targets")
 
-    def all_up():
+    def all_up() -> bool:
         targets = json_body(http(url)[2])["data"]["activeTargets"]
         return len(targets) >= len(group("all")) + 5 and all(t["health"] == "up" for t in targets)
 
-    assert wait_for(all_up, timeout=60, step=3), json_body(http(url)[2])
+    assert poll(all_up, timeout=60, every=3), json_body(http(url)[2])
 
 
-def test_alert_rules_loaded(group, addr):
-    url = f"http://{addr(group('monitoring')[0])}:9090/api/v1/rules"
+def test_alert_rules_loaded(group: Group, addr: Addr) -> None:
+    url = prometheus(group, addr, "/api/v1/rules")
     names = {r["name"] for g in json_body(http(url)[2])["data"]["groups"] for r in g["rules"]}
     assert {"TargetDown", "TodoApiInstanceUnhealthy", "TodoApiMemoryHigh", "TodoApi5xxRatioHigh"} <= names
 
 
 @pytest.mark.disruptive
-def test_json_503_when_no_instance(host, lb_url, group):
+def test_json_503_when_no_instance(host: Host, lb_url: str, group: Group) -> None:
     """Stop every instance (this test runs once per api host: the last one checks)."""
     me = host.ansible.get_variables()["inventory_hostname"]
-    api = group("api")
+    api = group(API_GROUP)
     if me != api[-1]:
         pytest.skip("runs once, from the last api host")
     from testinfra import get_host
@@ -83,8 +101,9 @@ def test_json_503_when_no_instance(host, lb_url, group):
     finally:
         for h, us in units.items():
             h.run("systemctl start " + " ".join(us))
-        assert wait_for(lambda: http(f"{lb_url}/api/health")[0] == 200, timeout=90)
-        assert wait_for(
-            lambda: {http(f"{lb_url}/api/health")[1].get("X-Instance") for _ in range(4)} == {"1", "2"},
+        assert poll(lambda: http(f"{lb_url}/api/health")[0] == 200, timeout=90, every=1)
+        assert poll(
+            lambda: {http(f"{lb_url}/api/health")[1].get("X-Instance") for _ in range(4)} == INSTANCES,
             timeout=60,
+            every=1,
         )

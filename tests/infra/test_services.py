@@ -5,26 +5,38 @@ from __future__ import annotations
 import re
 
 import pytest
+from testinfra.host import Host
+
+from tests.support.model import API_GROUP, LOADBALANCER_GROUP, MONITORING_GROUP, REDIS_GROUP, TOPO, instances_on
+from tests.support.net import LOOPBACK
 
 testinfra_hosts = ["ansible://all"]
 
+service_port = TOPO.services.port
+# Alertmanager's cluster (gossip) port, its default: the lab runs one Alertmanager, so nothing may listen there.
+ALERTMANAGER_CLUSTER_PORT = 9094
 
-def groups_of(host) -> list[str]:
-    return host.ansible.get_variables()["group_names"]
+
+def groups_of(host: Host) -> list[str]:
+    return list(host.ansible.get_variables()["group_names"])
 
 
-def private(host) -> str:
+def name_of(host: Host) -> str:
+    return str(host.ansible.get_variables()["inventory_hostname"])
+
+
+def private(host: Host) -> str:
     v = host.ansible.get_variables()
     return str(v.get("halab_private_address") or v["ansible_host"])
 
 
-def listeners(host, port: int) -> set[str]:
+def listeners(host: Host, port: int) -> set[str]:
     out = host.check_output(f"ss -Hltn 'sport = :{port}'")
     return {line.split()[3].rsplit(":", 1)[0] for line in out.splitlines() if line.strip()}
 
 
 @pytest.mark.parametrize("unit", ["nftables", "prometheus-node-exporter"])
-def test_base_services(host, unit):
+def test_base_services(host: Host, unit: str) -> None:
     svc = host.service(unit)
     assert svc.is_enabled
     if unit != "nftables":  # oneshot, RemainAfterExit
@@ -33,69 +45,71 @@ def test_base_services(host, unit):
         assert host.run("systemctl is-active nftables").stdout.strip() == "active"
 
 
-def test_node_exporter_on_private_address_only(host):
-    assert listeners(host, 9100) == {private(host)}
+def test_node_exporter_on_private_address_only(host: Host) -> None:
+    assert listeners(host, service_port("node_exporter")) == {private(host)}
 
 
-def test_input_policy_drop(host):
+def test_input_policy_drop(host: Host) -> None:
     rules = host.check_output("nft list chain inet filter input")
     assert "policy drop" in rules
 
 
-def test_journald_persistent(host):
+def test_journald_persistent(host: Host) -> None:
     assert host.file("/etc/systemd/journald.conf.d/10-persistent.conf").contains("^Storage=persistent")
     assert host.file("/var/log/journal").is_directory
 
 
-def test_redis(host):
-    if "redis" not in groups_of(host):
+def test_redis(host: Host) -> None:
+    if REDIS_GROUP not in groups_of(host):
         pytest.skip("not a redis node")
     for unit in ("redis-server", "prometheus-redis-exporter"):
         assert host.service(unit).is_running and host.service(unit).is_enabled
-    assert listeners(host, 6379) == {private(host), "127.0.0.1"}
-    assert listeners(host, 9121) == {private(host)}
-    out = host.run("redis-cli -h 127.0.0.1 set probe 1")
+    assert listeners(host, service_port("redis")) == {private(host), LOOPBACK}
+    assert listeners(host, service_port("redis_exporter")) == {private(host)}
+    out = host.run(f"redis-cli -h {LOOPBACK} -p {service_port('redis')} set probe 1")
     assert "NOAUTH" in out.stdout + out.stderr
     assert host.file("/etc/redis/redis.conf").mode == 0o640
     assert host.file("/etc/redis/redis.conf").contains("^appendonly yes")
     assert host.file("/etc/redis/redis.conf").contains("^maxmemory-policy noeviction")
 
 
-def test_todo_api(host):
-    if "api" not in groups_of(host):
+def test_todo_api(host: Host) -> None:
+    if API_GROUP not in groups_of(host):
         pytest.skip("not an api node")
-    for n in host.ansible.get_variables()["todo_api_instances"]:
+    instances = {str(i.id): i for i in instances_on(name_of(host))}
+    assert sorted(instances) == sorted(str(n) for n in host.ansible.get_variables()["todo_api_instances"])
+    for n, instance in instances.items():
         svc = host.service(f"todo-api@{n}")
         assert svc.is_running and svc.is_enabled
         assert host.check_output(f"systemctl show todo-api@{n} -p MemoryMax") == "MemoryMax=536870912"
         assert host.check_output(f"systemctl show todo-api@{n} -p User --value") == "todo-api"
         env = host.file(f"/etc/todo-api/{n}.env")
         assert env.mode == 0o640 and env.user == "root" and env.group == "todo-api"
-        assert host.socket(f"unix:///run/todo-api-{n}/manage.sock").is_listening
+        assert host.socket(f"unix://{instance.socket}").is_listening
         score = host.check_output(f"systemd-analyze security todo-api@{n} --no-pager | tail -1")
         m = re.search(r"exposure level for .*: ([0-9.]+)", score)
         assert m and float(m.group(1)) <= 2.0, score
-    assert listeners(host, 8000) == {private(host)}
+        assert listeners(host, instance.port) == {private(host)}
     assert host.exists("todo-apictl")
 
 
-def test_nginx(host):
-    if "loadbalancer" not in groups_of(host):
+def test_nginx(host: Host) -> None:
+    if LOADBALANCER_GROUP not in groups_of(host):
         pytest.skip("not a load balancer")
     for unit in ("nginx", "prometheus-nginx-exporter"):
         assert host.service(unit).is_running and host.service(unit).is_enabled
-    assert listeners(host, 8080) == {"127.0.0.1"}  # stub_status
-    assert listeners(host, 9113) == {private(host)}
+    assert listeners(host, service_port("nginx_stub_status")) == {LOOPBACK}
+    assert listeners(host, service_port("nginx_exporter")) == {private(host)}
     assert not host.file("/etc/nginx/sites-enabled/default").exists
     host.run_expect([0], "nginx -t")
 
 
-def test_monitoring(host):
-    if "monitoring" not in groups_of(host):
+def test_monitoring(host: Host) -> None:
+    if MONITORING_GROUP not in groups_of(host):
         pytest.skip("not a monitoring node")
     for unit in ("prometheus", "prometheus-alertmanager"):
         assert host.service(unit).is_running and host.service(unit).is_enabled
-    assert listeners(host, 9090) == {private(host)}
-    assert listeners(host, 9093) == {"127.0.0.1"}
-    assert listeners(host, 9094) == set()  # no alertmanager cluster port
+    assert listeners(host, service_port("prometheus")) == {private(host)}
+    assert listeners(host, service_port("alertmanager")) == {LOOPBACK}
+    assert listeners(host, ALERTMANAGER_CLUSTER_PORT) == set()
     host.run_expect([0], "promtool check config /etc/prometheus/prometheus.yml")

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, host_snapshot, lab_is_up, lab_nodes, labctl
-
-STATE = Path("/var/lib/halab/state.json")
+from lab.inventory import LAB_INVENTORY
+from lab.paths import STATE_FILE as STATE
+from tests.support.lab import bridge, host_snapshot, lab_is_up, lab_nodes, labctl
+from tests.support.model import TOPO
 
 destructive = pytest.mark.skipif(lab_is_up(), reason="a lab is up: `make down` first to run the up/down tests")
 
@@ -42,19 +43,20 @@ def test_down_leaves_the_host_exactly_as_before_up() -> None:
 @destructive
 def test_bridge_or_address_taken_is_a_clear_error() -> None:
     labctl("down")
-    subprocess.run(["ip", "link", "add", "halab0", "type", "bridge"], check=True)
+    lab_bridge = bridge()
+    subprocess.run(["ip", "link", "add", lab_bridge, "type", "bridge"], check=True)
     try:
         result = labctl("up", check=False)
         assert result.returncode == 1
-        assert "halab0 already exists" in result.stderr
+        assert f"{lab_bridge} already exists" in result.stderr
     finally:
-        subprocess.run(["ip", "link", "delete", "halab0"], check=True)
+        subprocess.run(["ip", "link", "delete", lab_bridge], check=True)
     subprocess.run(["ip", "link", "add", "halabtest0", "type", "bridge"], check=True)
-    subprocess.run(["ip", "addr", "add", "192.168.56.1/24", "dev", "halabtest0"], check=True)
+    subprocess.run(["ip", "addr", "add", f"{TOPO.gateway}/{TOPO.prefixlen}", "dev", "halabtest0"], check=True)
     try:
         result = labctl("up", check=False)
         assert result.returncode == 1
-        assert "192.168.56.1 is already taken by halabtest0" in result.stderr
+        assert f"{TOPO.gateway} is already taken by halabtest0" in result.stderr
         assert "Traceback" not in result.stderr
     finally:
         subprocess.run(["ip", "link", "delete", "halabtest0"], check=True)
@@ -75,8 +77,8 @@ def test_up_after_a_crash_cleans_up_and_succeeds() -> None:
 
 
 def test_up_on_a_running_lab_changes_nothing(lab: None) -> None:
+    inventory = LAB_INVENTORY
     state_before = STATE.read_text()
-    inventory = REPO / "inventory/lab/hosts.yml"
     mtime = inventory.stat().st_mtime_ns
     started = time.monotonic()
     result = labctl("up")

@@ -2,29 +2,24 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 
 import pytest
 
-from .conftest import lab_nodes, labctl, on_node
+from tests.support.lab import labctl, machine_name, on_node, state_of
+from tests.support.model import LOADBALANCER_GROUP, MONITORING_GROUP, SSH_PORT, first
+from tests.support.net import tcp_open
 
 pytestmark = pytest.mark.usefixtures("lab")
 
-NODE, PEER, PEER_ADDRESS = "mon", "lb", "192.168.56.10"
-
-
-def state_of(node: str) -> str:
-    return next(row["state"] for row in lab_nodes() if row["node"] == node)
+# The node the faults hit, and a peer that looks at it.
+NODE = first(MONITORING_GROUP).name
+PEER = first(LOADBALANCER_GROUP)
 
 
 def reachable(address: str) -> bool:
     """sshd on the node answers a TCP connect from the host."""
-    try:
-        with socket.create_connection((address, 22), timeout=2):
-            return True
-    except OSError:
-        return False
+    return tcp_open(address, SSH_PORT)
 
 
 def test_stop_then_start_keeps_the_nodes_disk() -> None:
@@ -32,7 +27,7 @@ def test_stop_then_start_keeps_the_nodes_disk() -> None:
     boot_id = on_node(NODE, "cat /proc/sys/kernel/random/boot_id").stdout
     labctl("stop", NODE, "--now")
     assert state_of(NODE) == "stopped"
-    assert on_node(PEER, f"ping -c1 -W1 {NODE}", check=False).returncode != 0
+    assert on_node(PEER.name, f"ping -c1 -W1 {NODE}", check=False).returncode != 0
     labctl("start", NODE)
     assert state_of(NODE) == "running"
     assert on_node(NODE, "cat /var/tmp/halab-marker").stdout.strip() == "kept"
@@ -49,11 +44,12 @@ def test_partition_cuts_the_node_off_and_heal_restores_it() -> None:
     labctl("partition", NODE)
     try:
         assert state_of(NODE) == "partitioned"
-        assert on_node(PEER, f"ping -c1 -W1 {NODE}", check=False).returncode != 0
+        assert on_node(PEER.name, f"ping -c1 -W1 {NODE}", check=False).returncode != 0
         # It keeps running: systemd inside is untouched, only its link is down.
-        assert subprocess.run(["pgrep", "-f", "--", f"--machine=halab-{NODE}"], capture_output=True, check=False).returncode == 0
+        pgrep = ["pgrep", "-f", "--", f"--machine={machine_name(NODE)}"]
+        assert subprocess.run(pgrep, capture_output=True, check=False).returncode == 0
     finally:
         labctl("heal", NODE)
     assert state_of(NODE) == "running"
-    assert on_node(PEER, f"ping -c1 -W2 {NODE}", check=False).returncode == 0
-    assert reachable(PEER_ADDRESS)
+    assert on_node(PEER.name, f"ping -c1 -W2 {NODE}", check=False).returncode == 0
+    assert reachable(PEER.address)

@@ -7,18 +7,21 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import on_node
+from tests.support.lab import on_node
+from tests.support.model import API_GROUP, TOPO
 
 pytestmark = pytest.mark.usefixtures("lab")
 
 # Allocates and touches 300 MB, page by page, so the memory is really resident.
+# Two API nodes (they have room for a 300 MB program).
+APP, OTHER_APP = (n.name for n in TOPO.group(API_GROUP)[:2])
 HOG = "python3 -c 'b = bytearray(300 * 2**20); b[::4096] = bytes(len(b[::4096]))'"
 
 
 def test_memorymax_100m_unit_is_oom_killed_by_the_kernel() -> None:
     unit = f"halab-oomtest-{int(time.time())}"
     result = on_node(
-        "app1",
+        APP,
         f"systemd-run --wait --unit={unit} -p MemoryMax=100M {HOG}; journalctl -k -q --no-pager | tail -50",
         check=False,
     )
@@ -30,13 +33,13 @@ def test_memorymax_100m_unit_is_oom_killed_by_the_kernel() -> None:
 def test_unlimited_unit_allocating_300m_succeeds() -> None:
     # The control: the same program without the limit runs to the end, so
     # the kill above came from MemoryMax, not from the node being too small.
-    result = on_node("app1", f"systemd-run --wait -q {HOG} && echo finished-ok", check=False)
+    result = on_node(APP, f"systemd-run --wait -q {HOG} && echo finished-ok", check=False)
     assert "finished-ok" in result.stdout, result.stdout + result.stderr
 
 
 def test_same_unit_name_on_two_nodes_keeps_its_own_limit() -> None:
     unit = "halab-collide.service"
-    limits = {"app1": "150M", "app2": "250M"}
+    limits = {APP: "150M", OTHER_APP: "250M"}
     try:
         for node, limit in limits.items():
             on_node(node, f"systemd-run --unit={unit} -p MemoryMax={limit} sleep 300")

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-
-from tests.probes import TOPO
-
-from .conftest import REPO, parse_recap
+from tests.support.ansible import not_clean, parse_recap
+from tests.support.model import TOPO
+from tests.support.run import REPO, run
 
 LOG = REPO / "artifacts" / "vagrant" / "second-provision.log"
 
@@ -18,7 +16,7 @@ def test_parse_recap() -> None:
 
 def test_second_vagrant_provision_changes_nothing() -> None:
     # Exactly what a user types: Vagrant's own Ansible provisioner, all machines.
-    result = subprocess.run(["vagrant", "provision"], cwd=REPO, capture_output=True, text=True, timeout=3600, check=False)
+    result = run(["vagrant", "provision"], check=False, timeout=3600)
     out = result.stdout + result.stderr
     LOG.parent.mkdir(parents=True, exist_ok=True)
     LOG.write_text(out)
@@ -27,6 +25,6 @@ def test_second_vagrant_provision_changes_nothing() -> None:
     assert result.returncode == 0, f"{fatal[:4000]}\n...\n{out[-2000:]}\n(whole output: {LOG.relative_to(REPO)})"
     recap = parse_recap(out)
     assert set(recap) == {n.name for n in TOPO.nodes}, out[-4000:]
-    changed = {host: r for host, r in recap.items() if r["changed"] or r["failed"] or r["unreachable"]}
+    changed = not_clean(recap)
     print("\nsecond provisioning recap: " + ", ".join(f"{h} ok={r['ok']} changed={r['changed']}" for h, r in recap.items()))
     assert not changed, f"not idempotent: {changed}\n{out[-4000:]}"

@@ -1,0 +1,36 @@
+"""ansible-playbook runs, and what their PLAY RECAP says."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+
+from .run import REPO, run, venv_tool
+
+RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+RECAP_KEYS = ("ok", "changed", "unreachable", "failed")
+
+
+def parse_recap(output: str) -> dict[str, dict[str, int]]:
+    """PLAY RECAP of an ansible-playbook run: host -> ok/changed/unreachable/failed."""
+    return {m[0]: dict(zip(RECAP_KEYS, map(int, m[1:]), strict=True)) for m in RECAP.findall(output)}
+
+
+def not_clean(recap: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """The hosts whose run changed, failed or did not reach something."""
+    return {host: r for host, r in recap.items() if r["changed"] or r["failed"] or r["unreachable"]}
+
+
+def playbook(
+    name: str, *args: str, inventory: str | None = None, check: bool = True, timeout: float = 600, **extra: str
+) -> subprocess.CompletedProcess[str]:
+    """playbooks/<name> with this venv's ansible-playbook and the repository's ansible.cfg.
+
+    `args` go to ansible-playbook as they are (-l HOST ...), `extra` as -e key=value.
+    """
+    cmd = [venv_tool("ansible-playbook"), *(["-i", inventory] if inventory else []), f"playbooks/{name}", *args]
+    for key, value in extra.items():
+        cmd += ["-e", f"{key}={value}"]
+    env = {"ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), **os.environ}
+    return run(cmd, check=check, timeout=timeout, env=env)
