@@ -14,7 +14,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # Host packages the lab driver and the tests need (Debian names).
 HOST_PACKAGES := systemd-container mmdebstrap nftables iproute2 openssh-client \
                  python3-venv redis-server jq curl vagrant vagrant-libvirt prometheus \
-                 chromium chromium-driver
+                 chromium chromium-driver shellcheck
 
 .PHONY: help deps venv lab provision test lint unit lab-test molecule failover infra browser down status lock
 
@@ -57,8 +57,9 @@ test: deps lint unit lab-test molecule browser ## lint, unit and lab tests, mole
 lint: venv ## yamllint, ansible-lint, ruff, mypy, vagrant validate
 	$(BIN)/yamllint -s .
 	$(if $(wildcard roles/*/tasks),$(BIN)/ansible-lint --profile production)
-	$(BIN)/ruff check lab tests
+	$(BIN)/ruff check lab tests vagrant
 	$(BIN)/mypy
+	shellcheck --severity=warning vagrant/vlab
 	cd app && ../$(BIN)/ruff check . && ../$(BIN)/mypy
 	cd app && ../$(BIN)/lint-imports
 	promtool check rules roles/monitoring/files/halab.rules.yml
