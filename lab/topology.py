@@ -99,6 +99,7 @@ class Services:
 
     ports: Mapping[str, int]
     management_socket: str
+    limits: Mapping[str, int]
 
     def port(self, name: str) -> int:
         try:
@@ -167,7 +168,8 @@ class Topology:
 
 def _services(raw: Mapping[str, Any]) -> Services:
     ports = {str(k): int(v) for k, v in (raw.get("ports") or {}).items()}
-    return Services(ports=ports, management_socket=str(raw["management_socket"]))
+    limits = {str(k): int(v) for k, v in (raw.get("limits") or {}).items()}
+    return Services(ports=ports, management_socket=str(raw["management_socket"]), limits=limits)
 
 
 def load(path: Path = TOPOLOGY_FILE) -> Topology:

@@ -55,6 +55,7 @@ class VarsModule(BaseVarsPlugin):
         model = {
             "ports": dict(services["ports"]),
             "management_socket": services["management_socket"],
+            "limits": dict(services["limits"]),
             "credentials_dir": str(REPO_ROOT / "playbooks" / "credentials"),
         }
         return {"halab": model, **rules}

@@ -133,9 +133,9 @@ class Settings:
     stress_target_mb: int = _int_var("TODO_API_STRESS_TARGET_MB", 400)
     stress_chunk_mb: int = _int_var("TODO_API_STRESS_CHUNK_MB", 50)
     graceful_timeout: int = _int_var("TODO_API_GRACEFUL_TIMEOUT", 10)
-    # not configurable: NGINX (roles/nginx_lb) is set up with the same values
-    max_body_bytes: int = 16 * 1024
-    retry_after_seconds: int = 5
+    # NGINX must agree on these two: the lab sets both from topology.yml's services.limits
+    max_body_bytes: int = _int_var("TODO_API_MAX_BODY_BYTES", 16 * 1024)
+    retry_after_seconds: int = _int_var("TODO_API_RETRY_AFTER", 5)
 
     def __post_init__(self) -> None:
         if not self.instance:

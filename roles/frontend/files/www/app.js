@@ -9,24 +9,11 @@
 "use strict";
 
 (() => {
-  const DEFAULTS = {
-    pollMs: 750, // health of each instance; a change of state must show within 2 s
-    probeTimeoutMs: 2500, // NGINX answers DOWN itself well before this
-    todosRefreshMs: 3000,
-    todosShown: 50, // the latest N todos are listed (a lab after load tests holds thousands)
-    sharesRefreshMs: 5000,
-    sharesPath: "/status/requests",
-    recentWindow: 50, // this page's own last N answers, for its local share
-    instances: [
-      { id: "1", node: "app1", status: "/status/instances/1" },
-      { id: "2", node: "app2", status: "/status/instances/2" },
-    ],
-    recover: "ansible-playbook playbooks/recover.yml -e instance={id}",
-    shell: "ssh {node}",
-  };
+  // Every setting (timings, the instances and their nodes, the operator's commands) comes from
+  // config.json, which the frontend role renders from the system model: none is repeated here.
   const STATES = ["OK", "UNHEALTHY", "DOWN"];
 
-  let cfg = DEFAULTS;
+  let cfg = null;
   const cards = new Map(); // instance id -> {el, state, data}
   const recent = []; // X-Instance of this page's recent API answers
   const $ = (sel, root = document) => root.querySelector(sel);
@@ -457,9 +444,15 @@
   async function start() {
     try {
       const res = await fetch("config.json", { cache: "no-store" });
-      if (res.ok) cfg = { ...DEFAULTS, ...(await res.json()) };
-    } catch (_) {
-      cfg = DEFAULTS;
+      if (!res.ok) throw new Error(`HTTP ${res.status}`);
+      cfg = await res.json();
+    } catch (err) {
+      const p = document.createElement("p");
+      p.setAttribute("role", "alert");
+      p.className = "error";
+      p.textContent = `This page cannot start: config.json (written by the frontend role) did not load (${err.message}).`;
+      document.body.prepend(p);
+      return;
     }
     $("#poll-ms").textContent = String(cfg.pollMs);
     buildCards();
