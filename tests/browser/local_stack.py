@@ -18,13 +18,15 @@ import shutil
 import signal
 import subprocess
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import yaml
 
-from lab.topology import API_GROUP, LOADBALANCER_GROUP, MONITORING_GROUP
+from lab.topology import API_GROUP, LOADBALANCER_GROUP, MONITORING_GROUP, api_instances
+from tests.support.model import TOPO
 from tests.support.net import LOOPBACK, free_port, tcp_open
 from tests.support.run import REPO, venv_tool
 from tests.support.wait import wait_until
@@ -74,22 +76,26 @@ class LocalStack:
         self.dir.chmod(0o755)  # NGINX workers (nobody) read the web root below it
         self.procs: list[subprocess.Popen[bytes]] = []
         self.url = f"http://{LOOPBACK}:{self.ports['nginx']}/"
-        self.sockets = {str(i): f"{self.dir}/manage-{i}.sock" for i in INSTANCES}
+        # the lab's rule for ports (lab.topology.api_instances), here on loopback
+        socket = f"{self.dir}/manage-{{instance}}.sock"
+        self.instances = api_instances([("local", LOOPBACK, INSTANCES)], self.ports["api"], socket)
+        self.sockets = {str(i.id): i.socket for i in self.instances}
 
     # -- what the page needs --------------------------------------------------------------
     def _vars(self) -> dict[str, Any]:
         host = "local"
         variables: dict[str, Any] = {**_defaults(NGINX_LB), **_defaults(FRONTEND)}
+        # The model as the halab_model plugins give it to the roles, on loopback ports.
+        ports = {**TOPO.services.ports, "http": self.ports["nginx"], "todo_api": self.ports["api"],
+                 "nginx_stub_status": self.ports["stub"], "prometheus": self.ports["prometheus"]}
         variables.update(
             ansible_managed="rendered by tests/browser/local_stack.py",
             groups={API_GROUP: [host], MONITORING_GROUP: [host], LOADBALANCER_GROUP: [host]},
-            hostvars={host: {"halab_private_address": LOOPBACK, "todo_api_instances": list(INSTANCES), "ansible_host": LOOPBACK}},
+            hostvars={host: {"halab_address": LOOPBACK}},
             inventory_hostname=host,
-            nginx_lb_listen_port=self.ports["nginx"],
-            nginx_lb_upstream_port=self.ports["api"],
-            nginx_lb_stub_status_port=self.ports["stub"],
+            halab={"ports": ports, "limits": dict(TOPO.services.limits)},
+            halab_api_instances=[asdict(i) for i in self.instances],
             nginx_lb_web_root=str(self.dir / "www"),
-            nginx_lb_status_prometheus_port=self.ports["prometheus"],
         )
         # role defaults may refer to each other ({{ ... }}): render those strings once more
         env = _env()
@@ -144,21 +150,21 @@ http {{
             redis = ["redis-server", "--port", str(self.ports["redis"]), "--bind", LOOPBACK, "--save", "", "--appendonly", "no"]
             self._spawn("redis", redis)
             _wait_port(self.ports["redis"])
-            for i in INSTANCES:
+            for inst in self.instances:
                 env = {
                     **os.environ,
-                    "TODO_API_INSTANCE": str(i),
-                    "TODO_API_HOST": LOOPBACK,
-                    "TODO_API_PORT": str(self.ports["api"] + i - 1),
-                    "TODO_API_MANAGEMENT": f"unix:{self.sockets[str(i)]}",
+                    "TODO_API_INSTANCE": str(inst.id),
+                    "TODO_API_HOST": inst.address,
+                    "TODO_API_PORT": str(inst.port),
+                    "TODO_API_MANAGEMENT": f"unix:{inst.socket}",
                     "TODO_API_REDIS_URL": f"redis://{LOOPBACK}:{self.ports['redis']}/0",
                     # no cgroup limit here: compare RSS with 512 MB, like the lab's MemoryMax
                     "TODO_API_CGROUP_ROOT": str(self.dir / "no-cgroup"),
                     "TODO_API_MEMORY_LIMIT_MB": "512",
                 }
-                self._spawn(f"api{i}", [venv_tool("todo-api")], env)
-            for i in INSTANCES:
-                _wait_port(self.ports["api"] + i - 1)
+                self._spawn(f"api{inst.id}", [venv_tool("todo-api")], env)
+            for inst in self.instances:
+                _wait_port(inst.port)
             self._web_root()
             conf = self.dir / "nginx.conf"
             conf.write_text(self._nginx_conf())
