@@ -63,6 +63,7 @@ lint: venv ## yamllint, ansible-lint, ruff, mypy, vagrant validate
 	cd app && ../$(BIN)/ruff check . && ../$(BIN)/mypy
 	cd app && ../$(BIN)/lint-imports
 	promtool check rules roles/monitoring/files/halab.rules.yml
+	promtool test rules roles/monitoring/files/tests/halab.rules.test.yml
 	vagrant validate --ignore-provider
 
 unit: venv ## tests that need no lab (labctl's pure parts; the API against a real redis-server)
