@@ -27,7 +27,7 @@ def test_topology_rejects_an_address_outside_the_network(tmp_path: Path) -> None
     bad.write_text(
         yaml.safe_dump(
             {
-                "network": {"name": "x", "cidr": "192.168.56.0/24", "gateway": "192.168.56.1"},
+                "network": {"name": "x", "cidr": "198.51.100.0/24", "gateway": "198.51.100.1"},
                 "nodes": {"lb": {"address": "10.0.0.5", "groups": ["loadbalancer"]}},
             }
         )
@@ -46,13 +46,14 @@ def test_inventory_groups_and_addresses_come_from_the_topology() -> None:
     inv = inventory.render(topo, {"ansible_user": "root"})
     groups = inv["all"]["children"]
     assert set(groups) == {"loadbalancer", "api", "redis", "monitoring"}
-    assert groups["api"]["hosts"]["app2"] == {"ansible_host": "192.168.56.12", "todo_api_instances": [2]}
+    assert groups["api"]["hosts"]["app2"] == {"ansible_host": topo.node("app2").address, "todo_api_instances": [2]}
     assert groups["loadbalancer"]["hosts"]["lb"]["ansible_host"] == topo.node("lb").address
 
 
 def test_nat_masquerades_only_the_lab_network_leaving_by_another_interface() -> None:
-    rules = host.nat_ruleset(topology.load(), "halab0")
-    assert 'ip saddr 192.168.56.0/24 oifname != "halab0" masquerade' in rules
+    topo = topology.load()
+    rules = host.nat_ruleset(topo, "halab0")
+    assert f'ip saddr {topo.network} oifname != "halab0" masquerade' in rules
 
 
 def test_veth_names_fit_an_interface_name() -> None:

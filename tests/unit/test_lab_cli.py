@@ -54,8 +54,8 @@ class FakeLab:
 
     def status(self) -> list[StatusRow]:
         return [
-            StatusRow("lb", "192.168.56.10", "loadbalancer", "running", "running"),
-            StatusRow("mon", "192.168.56.14", "monitoring", "stopped", "-"),
+            StatusRow("lb", "198.51.100.10", "loadbalancer", "running", "running"),
+            StatusRow("mon", "198.51.100.14", "monitoring", "stopped", "-"),
         ]
 
 
@@ -84,12 +84,12 @@ def test_status_table_and_json_are_unchanged(capsys: pytest.CaptureFixture[str])
     cli.show_status(lab, Args(Verb.status))  # type: ignore[arg-type]
     assert capsys.readouterr().out.splitlines() == [
         "NODE   ADDRESS         GROUPS      STATE        SYSTEMD",
-        "lb     192.168.56.10   loadbalancer running      running",
-        "mon    192.168.56.14   monitoring  stopped      -",
+        "lb     198.51.100.10   loadbalancer running      running",
+        "mon    198.51.100.14   monitoring  stopped      -",
     ]
     cli.show_status(lab, Args(Verb.status, json=True))  # type: ignore[arg-type]
     rows = json.loads(capsys.readouterr().out)
-    assert rows[1] == {"node": "mon", "address": "192.168.56.14", "groups": "monitoring", "state": "stopped", "systemd": "-"}
+    assert rows[1] == {"node": "mon", "address": "198.51.100.14", "groups": "monitoring", "state": "stopped", "systemd": "-"}
     assert list(rows[0]) == ["node", "address", "groups", "state", "systemd"]
 
 
@@ -116,6 +116,7 @@ def test_node_identity_files() -> None:
     topo = load()
     app1 = topo.node("app1")
     hosts = node.hosts_file(app1, topo)
-    assert "127.0.1.1 app1.halab.test app1" in hosts and "192.168.56.11" not in hosts
-    assert "192.168.56.10 lb.halab.test lb" in hosts
-    assert "address 192.168.56.11/24\n    gateway 192.168.56.1\n" in node.interfaces_file(app1, topo)
+    assert "127.0.1.1 app1.halab.test app1" in hosts and app1.address not in hosts
+    assert f"{topo.node('lb').address} lb.halab.test lb" in hosts
+    expected = f"address {app1.address}/{topo.prefixlen}\n    gateway {topo.gateway}\n"
+    assert expected in node.interfaces_file(app1, topo)

@@ -13,6 +13,8 @@ import sys
 from typing import Any
 from urllib.parse import urlsplit
 
+from .config import management_socket
+
 
 class UnixHTTPConnection(http.client.HTTPConnection):
     def __init__(self, path: str, timeout: float) -> None:
@@ -33,7 +35,7 @@ def _connection(args: argparse.Namespace) -> tuple[http.client.HTTPConnection, s
             raise SystemExit(f"todo-apictl: --url must be http://HOST:PORT, got {args.url!r}")
         conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=args.timeout)
         return conn, u.path.rstrip("/")
-    path = args.socket or f"/run/todo-api-{args.instance}/manage.sock"
+    path = args.socket or management_socket(args.instance)
     return UnixHTTPConnection(path, args.timeout), ""
 
 

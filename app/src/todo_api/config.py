@@ -109,8 +109,15 @@ def _int_var(name: str, default: int, minimum: int = 1, maximum: int | None = No
     return _var(name, default, _int_parser(minimum, maximum))
 
 
-# The management listener's default depends on the instance (filled in by __post_init__).
-MANAGEMENT_DEFAULT = "unix:/run/todo-api-{instance}/manage.sock"
+# The management listener's default depends on the instance (filled in by __post_init__);
+# todo-apictl finds it there too.
+MANAGEMENT_SOCKET = "/run/todo-api-{instance}/manage.sock"
+MANAGEMENT_DEFAULT = "unix:" + MANAGEMENT_SOCKET
+
+
+def management_socket(instance: str | int) -> str:
+    """The default management socket of an instance (the unit's RuntimeDirectory)."""
+    return MANAGEMENT_SOCKET.format(instance=instance)
 _UNSET = ManagementBind()
 
 

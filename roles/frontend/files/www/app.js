@@ -24,7 +24,7 @@
 
   function uuid() {
     // crypto.randomUUID() exists only in secure contexts (https, localhost); the lab's page is
-    // plain http on 192.168.56.10, so build the same v4 UUID from getRandomValues there.
+    // plain http on the lab's address, so build the same v4 UUID from getRandomValues there.
     if (typeof crypto.randomUUID === "function") {
       try {
         return crypto.randomUUID();
