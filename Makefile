@@ -81,6 +81,10 @@ molecule: venv ## molecule test on the lab (kept afterwards)
 failover: venv ## the failover scenarios alone, on a provisioned lab (e.g. make failover K=seed)
 	$(BIN)/pytest -q -rfE tests/failover $(if $(K),-k "$(K)")
 
+# Not in make test (it rebuilds the lab twice): the note of issue 12 shows a run.
+scale-test: venv ## add an API node to a copy of topology.yml, see it serve, scraped and allowed (then back)
+	$(BIN)/pytest -q -rfE tests/scale
+
 infra: venv ## the testinfra checks alone, on a provisioned lab
 	$(BIN)/pytest -q -rfE tests/infra --ansible-inventory=$(INVENTORY) -m "not idempotence"
 

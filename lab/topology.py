@@ -12,6 +12,7 @@ and plugins/filter/halab_model.py, which call `api_instances` below.
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,9 @@ from typing import Any
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-TOPOLOGY_FILE = REPO_ROOT / "topology.yml"
+# HALAB_TOPOLOGY points labctl, the tests and the Ansible plugins at another file
+# (e.g. a copy with one more API node); the Vagrantfile always reads topology.yml.
+TOPOLOGY_FILE = Path(os.environ.get("HALAB_TOPOLOGY") or REPO_ROOT / "topology.yml")
 
 # The inventory groups the roles and playbooks are written against.
 LOADBALANCER_GROUP = "loadbalancer"

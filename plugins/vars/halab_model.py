@@ -10,11 +10,16 @@ without a group_vars file per inventory or a copy of any value.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 from ansible.inventory.group import Group
 from ansible.plugins.vars import BaseVarsPlugin
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from lab.topology import REPO_ROOT, TOPOLOGY_FILE  # noqa: E402 - after the repository is on the path
 
 DOCUMENTATION = """
     name: halab_model
@@ -35,8 +40,6 @@ DOCUMENTATION = """
       - vars_plugin_staging
 """
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-TOPOLOGY_FILE = REPO_ROOT / "topology.yml"
 RULES_FILE = Path(__file__).with_suffix(".yml")
 
 

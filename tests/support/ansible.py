@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from collections.abc import Mapping
 
 from .run import REPO, run, venv_tool
 
@@ -23,14 +24,21 @@ def not_clean(recap: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
 
 
 def playbook(
-    name: str, *args: str, inventory: str | None = None, check: bool = True, timeout: float = 600, **extra: str
+    name: str,
+    *args: str,
+    inventory: str | None = None,
+    check: bool = True,
+    timeout: float = 600,
+    env_extra: Mapping[str, str] | None = None,
+    **extra: str,
 ) -> subprocess.CompletedProcess[str]:
     """playbooks/<name> with this venv's ansible-playbook and the repository's ansible.cfg.
 
-    `args` go to ansible-playbook as they are (-l HOST ...), `extra` as -e key=value.
+    `args` go to ansible-playbook as they are (-l HOST ...), `extra` as -e key=value,
+    `env_extra` into its environment (e.g. HALAB_TOPOLOGY).
     """
     cmd = [venv_tool("ansible-playbook"), *(["-i", inventory] if inventory else []), f"playbooks/{name}", *args]
     for key, value in extra.items():
         cmd += ["-e", f"{key}={value}"]
-    env = {"ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), **os.environ}
+    env = {"ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), **os.environ, **(env_extra or {})}
     return run(cmd, check=check, timeout=timeout, env=env)
