@@ -19,7 +19,7 @@ from ansible.plugins.vars import BaseVarsPlugin
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from lab.topology import REPO_ROOT, TOPOLOGY_FILE  # noqa: E402 - after the repository is on the path
+from lab import topology
 
 DOCUMENTATION = """
     name: halab_model
@@ -52,13 +52,20 @@ class VarsModule(BaseVarsPlugin):
             entities = [entities]
         if not any(isinstance(e, Group) and e.name == "all" for e in entities):
             return {}
-        topology = loader.load_from_file(str(TOPOLOGY_FILE), cache="all", unsafe=True)
+        model_file = loader.load_from_file(str(topology.TOPOLOGY_FILE), cache="all", unsafe=True)
         rules = loader.load_from_file(str(RULES_FILE), cache="all", unsafe=True, trusted_as_template=True)
-        services = topology["services"]
+        services = model_file["services"]
         model = {
             "ports": dict(services["ports"]),
             "management_socket": services["management_socket"],
             "limits": dict(services["limits"]),
-            "credentials_dir": str(REPO_ROOT / "playbooks" / "credentials"),
+            "credentials_dir": str(topology.REPO_ROOT / "playbooks" / "credentials"),
+            # the inventory groups the roles are written against (playbooks' `hosts:` name them too)
+            "groups": {
+                "loadbalancer": topology.LOADBALANCER_GROUP,
+                "api": topology.API_GROUP,
+                "redis": topology.REDIS_GROUP,
+                "monitoring": topology.MONITORING_GROUP,
+            },
         }
         return {"halab": model, **rules}

@@ -10,7 +10,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from lab.topology import api_instances  # noqa: E402 - after the repository is on the path
+from lab.topology import api_instances
 
 
 def halab_api_instances(
