@@ -97,7 +97,7 @@ def test_json_503_when_no_instance(host: Host, lb_url: str, group: Group) -> Non
         assert status == 503
         assert headers["Content-Type"].startswith("application/json")
         assert headers["Retry-After"]
-        assert json_body(body) == {"error": "no healthy API instance", "status": 503}
+        assert json_body(body) == {"error": "no healthy API instance", "detail": "every instance refused, failed or timed out"}
     finally:
         for h, us in units.items():
             h.run("systemctl start " + " ".join(us))
