@@ -27,7 +27,7 @@ import yaml
 
 from lab import topology
 from tests.support.ansible import parse_recap, playbook
-from tests.support.lab import labctl, on_node
+from tests.support.lab import labctl
 from tests.support.run import run
 from tests.support.wait import wait_until
 
@@ -80,11 +80,17 @@ def test_the_new_instance_serves_through_the_load_balancer(scaled: tuple[topolog
         return bool(httpx.get(f"{model.public_url}/api/health", timeout=5).headers.get("X-Instance") == str(instance))
 
     wait_until(f"instance {instance} behind the load balancer", served_by_new, timeout=60, every=0.1)
-    # Its writes reach Redis (the redis role's firewall lets the new node in): ask it directly.
-    new = model.instance(instance)
-    created = httpx.post(f"{new.url}/api/todos", json={"texto": "from the new node"}, timeout=5)
-    assert created.status_code == 201, created.text
-    assert httpx.delete(f"{new.url}/api/todos/{created.json()['id']}", timeout=5).status_code in (200, 204)
+
+    # Its writes reach Redis (the redis role's firewall lets the new node in). Only the load
+    # balancer may reach it, so POST through NGINX until the new instance is the one that answers.
+    def created_by_new() -> str | None:
+        res = httpx.post(f"{model.public_url}/api/todos", json={"texto": "from the new node"}, timeout=5)
+        assert res.status_code == 201, res.text
+        todo_id = str(res.json()["id"])
+        assert httpx.delete(f"{model.public_url}/api/todos/{todo_id}", timeout=5).status_code in (200, 204)
+        return todo_id if res.headers.get("X-Instance") == str(instance) else None
+
+    wait_until(f"a todo stored by instance {instance}", created_by_new, timeout=30, every=0.1)
 
 
 def test_prometheus_scrapes_the_new_instance(scaled: tuple[topology.Topology, str, int, dict[str, str]]) -> None:
@@ -103,9 +109,9 @@ def test_prometheus_scrapes_the_new_instance(scaled: tuple[topology.Topology, st
 def test_the_firewall_lets_in_exactly_the_load_balancer_and_monitoring(
     scaled: tuple[topology.Topology, str, int, dict[str, str]],
 ) -> None:
-    model, name, instance, _ = scaled
+    model, name, instance, env = scaled
     port = model.instance(instance).port
-    ruleset = json.loads(on_node(name, "nft -j list ruleset").stdout)["nftables"]
+    ruleset = json.loads(labctl("ssh", name, "--", "nft -j list ruleset", env=env).stdout)["nftables"]
     sources: set[str] = set()
     for item in ruleset:
         rule = item.get("rule", {})
