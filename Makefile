@@ -59,7 +59,7 @@ lint: venv ## yamllint, ansible-lint, ruff, mypy, vagrant validate
 	$(if $(wildcard roles/*/tasks),$(BIN)/ansible-lint --profile production)
 	$(BIN)/ruff check lab tests vagrant plugins
 	$(BIN)/mypy
-	shellcheck --severity=warning vagrant/vlab
+	shellcheck vagrant/vlab lab/labctl
 	cd app && ../$(BIN)/ruff check . && ../$(BIN)/mypy
 	cd app && ../$(BIN)/lint-imports
 	promtool check rules roles/monitoring/files/halab.rules.yml
