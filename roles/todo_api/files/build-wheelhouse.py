@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Build a wheelhouse for the NODES' Python/platform: our wheel + binary-only deps.
 
-Run by the todo_api role on the controller (delegate_to: localhost). Writes DEST/.complete last,
-so an interrupted build is redone. Versions come from the lock when it exists, else from the
-wheel's own metadata (the pyproject's dependencies).
+Run by the todo_api role on the controller (delegate_to: localhost), with the project's
+recipe cache (lab/cache.py, as the node image and the Vagrant box): DEST is built aside and
+renamed into place only when complete, so an interrupted build is redone; the role names
+DEST by a hash of the sources, the lock and this script. DEST/app-wheel names the app's own
+wheel for the nodes. Versions come from the lock when it exists, else from the wheel's own
+metadata (the pyproject's dependencies).
 
 pip download --python-version X.Y.Z picks wheels for that Python but evaluates environment
 markers against the controller's interpreter (python_full_version < "3.11.3" is false on a
@@ -19,10 +22,15 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+
+from lab.cache import RecipeCache
 
 
 def wheel_requires(path: str) -> list[str]:
@@ -57,18 +65,28 @@ def main() -> int:
     p.add_argument("--platform", action="append", required=True)
     a = p.parse_args()
     major_minor = ".".join(a.python_version.split(".")[:2])
-    env = dict(default_environment())
+    env: dict[str, str] = {k: str(v) for k, v in default_environment().items()}
     env.update(python_full_version=a.python_version, python_version=major_minor,
                implementation_name="cpython", implementation_version=a.python_version,
                platform_python_implementation="CPython", platform_machine=a.machine,
                sys_platform="linux", platform_system="Linux", os_name="posix")
-    tmp = a.dest + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
+    dest = Path(a.dest)
+    recipe = {"python_version": a.python_version, "machine": a.machine, "platforms": a.platform}
+    cache = RecipeCache(dest.parent, recipe, name=dest.name)
+    if not cache.complete():
+        with cache.build() as build:
+            build_into(str(build.dir), a, env, major_minor)
+    # One tarball to ship: a single file copies (and checksums) far faster than 20 wheels.
+    archive = shutil.make_archive(a.dest + ".tmp", "tar", root_dir=dest.parent, base_dir=dest.name)
+    os.rename(archive, a.dest + ".tar")
+    return 0
+
+
+def build_into(tmp: str, a: argparse.Namespace, env: dict[str, str], major_minor: str) -> None:
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     # Build from a clean copy: the source tree may hold a stale build/ or *.egg-info that
     # setuptools would reuse.
-    src_copy = a.dest + ".src"
+    src_copy = tmp + ".src"
     shutil.rmtree(src_copy, ignore_errors=True)
     shutil.copytree(a.source, src_copy, ignore=shutil.ignore_patterns(
         "build", "dist", "*.egg-info", "__pycache__", "*.pyc", ".venv", "tests", "bench"))
@@ -97,15 +115,8 @@ def main() -> int:
         subprocess.run([*pip, "download", *target, "--no-deps", "-d", tmp, *extra], check=True)
     else:
         raise SystemExit("dependency closure did not converge")
-    with open(os.path.join(tmp, ".complete"), "w") as f:
+    with open(os.path.join(tmp, "app-wheel"), "w") as f:
         f.write(os.path.basename(ours[0]) + "\n")
-    shutil.rmtree(a.dest, ignore_errors=True)
-    os.rename(tmp, a.dest)
-    # One tarball to ship: a single file copies (and checksums) far faster than 20 wheels.
-    parent, name = os.path.split(a.dest)
-    archive = shutil.make_archive(a.dest + ".tmp", "tar", root_dir=parent, base_dir=name)
-    os.rename(archive, a.dest + ".tar")
-    return 0
 
 
 if __name__ == "__main__":
