@@ -1,8 +1,15 @@
 """A bounded, steady load against the lab's load balancer, recording everything.
 
-The client behaves like a careful one: every POST carries an Idempotency-Key
-and is retried with the same key and body on a transport error, a 409 (the
-first try is still in flight) or a 502/503/504; GETs are retried the same way.
+Two clients, one engine:
+- `LoadRun`, a careful client: every POST carries an Idempotency-Key and is
+  retried with the same key and body on a transport error, a 429 (the edge's
+  rate limit) or a 502/503/504 (no instance, storage unavailable); GETs are
+  retried the same way. A 507 (Redis full) is not retried: it does not pass
+  within a scenario, and it must show in the table.
+- `NaiveRun`, a client that never retries (as curl or a script would): every
+  other POST carries no Idempotency-Key, 16 connections used in turn, any
+  non-2xx answer or transport error is a failure. Only the load balancer's own
+  retry (with its request id as the key) stands between it and a failure.
 Every request ends as one `Outcome`; every acknowledged todo (a 201) is kept
 so the run can check afterwards that each one exists exactly once.
 
@@ -13,6 +20,7 @@ Bounds: `total` requests at most, issued at `rate` per second, never past
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -20,11 +28,14 @@ import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, ClassVar, TypedDict, Unpack
 
 import httpx
 
-RETRYABLE = {409, 502, 503, 504}
+# What the careful client retries (issue 13's contract): 429 the edge's per-client
+# limit; 502/504 NGINX with no answer; 503 storage unavailable, or every instance
+# overloaded / none healthy (NGINX's JSON 503). There is no 409 any more.
+RETRYABLE = {429, 502, 503, 504}
 
 
 def _is_json(response: httpx.Response) -> bool:
@@ -35,13 +46,24 @@ def _is_json(response: httpx.Response) -> bool:
     return bool(response.headers.get("content-type", "").startswith("application/json"))
 
 
+def _error_of(response: httpx.Response) -> str | None:
+    """The `error` field of a JSON error body (None when there is none)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return str(body["error"]) if isinstance(body, dict) and "error" in body else None
+
+
 @dataclass
 class Refusal:
-    """A non-2xx answer: was it a clear one (JSON, with Retry-After on a 503)?"""
+    """A non-2xx answer: was it a clear one (JSON, with Retry-After on a 503)? Whose (X-Instance: the API's)?"""
 
     status: int
     json_body: bool
     retry_after: str | None
+    instance: str | None = None  # X-Instance: set when an API instance answered, not NGINX itself
+    error: str | None = None  # the JSON body's `error`
 
 
 @dataclass
@@ -57,10 +79,16 @@ class Outcome:
     error: str | None = None
     served_by: list[tuple[float, str]] = field(default_factory=list)  # every answer's (time, instance)
     refusals: list[Refusal] = field(default_factory=list)  # every non-2xx answer on the way
+    keyed: bool | None = None  # POST: sent with an Idempotency-Key (None for GET)
 
     @property
     def ok(self) -> bool:
         return 200 <= self.status < 300
+
+    @property
+    def answered(self) -> float:
+        """When the final answer (or the final error) came, seconds since the run started."""
+        return self.started + self.latency
 
 
 @dataclass
@@ -82,6 +110,14 @@ class LoadShape(TypedDict, total=False):
 
 
 class LoadRun:
+    """The careful client (see the module's docstring)."""
+
+    client: ClassVar[str] = "careful"
+    retries: ClassVar[bool] = True  # retry RETRYABLE answers and transport errors within retry_budget
+    # 0: one pool of up to `concurrency` connections (httpx opens what the pace needs);
+    # n: n single-connection clients used in turn, so n connections stay open.
+    connections: int = 0
+
     def __init__(
         self,
         base_url: str,
@@ -134,7 +170,7 @@ class LoadRun:
 
     def wait(self) -> LoadRun:
         assert self._thread is not None
-        self._thread.join(self.max_seconds + self.retry_budget + 30)
+        self._thread.join(self.max_seconds + max(self.retry_budget, self.request_timeout) + 30)
         if self._thread.is_alive():
             self._stop.set()
             self._thread.join(10)
@@ -152,9 +188,16 @@ class LoadRun:
         self._stop.set()
 
     async def _run(self) -> None:
-        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+        per_client = 1 if self.connections else self.concurrency
+        limits = httpx.Limits(max_connections=per_client, max_keepalive_connections=per_client)
         timeout = httpx.Timeout(self.request_timeout, connect=2.0)
-        async with httpx.AsyncClient(base_url=self.base_url, limits=limits, timeout=timeout) as client:
+        async with contextlib.AsyncExitStack() as stack:
+            # The clients not in use, the one idle longest first (FIFO): with `connections`
+            # set, every one of them carries requests in turn.
+            idle: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
+            for _ in range(self.connections or 1):
+                client = httpx.AsyncClient(base_url=self.base_url, limits=limits, timeout=timeout)
+                idle.put_nowait(await stack.enter_async_context(client))
             self._t0 = time.monotonic()
             self._started.set()
             gate = asyncio.Semaphore(self.concurrency)
@@ -168,10 +211,15 @@ class LoadRun:
                 if delay > 0:
                     await asyncio.sleep(delay)
                 await gate.acquire()
-                tasks.append(asyncio.create_task(self._one(client, i, gate)))
+                tasks.append(asyncio.create_task(self._one(idle, i, gate)))
             await asyncio.gather(*tasks)
 
-    async def _one(self, client: httpx.AsyncClient, index: int, gate: asyncio.Semaphore) -> None:
+    async def _one(self, idle: asyncio.Queue[httpx.AsyncClient], index: int, gate: asyncio.Semaphore) -> None:
+        # At most `concurrency` requests in flight (the gate), and `concurrency` equals
+        # `connections` when that is set: a client is always idle here.
+        client = await idle.get()
+        if not self.connections:
+            idle.put_nowait(client)  # the one shared pool
         try:
             if index % self.post_every == 0:
                 outcome = await self._post(client, index)
@@ -179,12 +227,21 @@ class LoadRun:
                 outcome = await self._request(client, index, "GET", "/api/todos", None, {})
             self.outcomes.append(outcome)
         finally:
+            if self.connections:
+                idle.put_nowait(client)
             gate.release()
+
+    def keyed(self, index: int) -> bool:
+        """Does this POST carry an Idempotency-Key? The careful client: always."""
+        return True
 
     async def _post(self, client: httpx.AsyncClient, index: int) -> Outcome:
         texto = f"load {self.tag} #{index}"
-        headers = {"Idempotency-Key": f"{self.tag}-{index}-{uuid.uuid4().hex}"}
-        return await self._request(client, index, "POST", "/api/todos", {"texto": texto}, headers)
+        keyed = self.keyed(index)
+        headers = {"Idempotency-Key": f"{self.tag}-{index}-{uuid.uuid4().hex}"} if keyed else {}
+        outcome = await self._request(client, index, "POST", "/api/todos", {"texto": texto}, headers)
+        outcome.keyed = keyed
+        return outcome
 
     async def _request(
         self, client: httpx.AsyncClient, index: int, method: str, path: str, body: dict[str, Any] | None, headers: dict[str, str]
@@ -204,7 +261,9 @@ class LoadRun:
                 if instance:
                     served.append((self.now(), instance))
                 if status >= 300:
-                    refusals.append(Refusal(status, _is_json(response), response.headers.get("retry-after")))
+                    refusals.append(
+                        Refusal(status, _is_json(response), response.headers.get("retry-after"), instance, _error_of(response))
+                    )
                 if method == "POST" and status == 201:
                     todo = response.json()
                     self.acknowledged.append(Acknowledged(id=str(todo["id"]), texto=str(todo["texto"])))
@@ -213,7 +272,7 @@ class LoadRun:
                 response = None
             if first_status == -1:
                 first_status = status
-            retry = status == 0 or status in RETRYABLE
+            retry = self.retries and (status == 0 or status in RETRYABLE)
             if not retry or self.now() + backoff > deadline:
                 break
             wait = backoff
@@ -274,9 +333,13 @@ class LoadRun:
     ) -> dict[str, Any]:
         stopped, readmitted = self.isolation_times(instance, fault, recover) if instance else (None, None)
         return {
-            "scenario": name,
+            "scenario": f"{name} [{self.client}]",
+            "client": self.client,
             "requests": len(self.outcomes),
+            "keyless_posts": sum(1 for o in self.outcomes if o.keyed is False),
             "failures": len(self.failures()),
+            # final status of each failed request -> count (0: no answer, a transport error)
+            "failed_by": dict(sorted(Counter(o.status for o in self.failures()).items())),
             "retried": sum(1 for o in self.outcomes if o.attempts > 1),
             "refusals": dict(sorted(Counter(r.status for o in self.outcomes for r in o.refusals).items())),
             "lost": lost,
@@ -289,8 +352,40 @@ class LoadRun:
                 i: sum(1 for o in self.outcomes if o.instance == i) for i in sorted({o.instance or "-" for o in self.outcomes})
             },
             "marks": {k: round(v, 2) for k, v in self.marks.items()},
+            "note": "",
         }
+
+    def first_ok_after(self, mark: str) -> float | None:
+        """Seconds from `mark` to the first 2xx answer that came after it (None: none did)."""
+        t_mark = self.marks[mark]
+        answers = [o.answered for o in self.outcomes if o.ok and o.answered >= t_mark]
+        return round(min(answers) - t_mark, 3) if answers else None
 
     def save(self, path: Path, report: dict[str, Any]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"report": report, "outcomes": [asdict(o) for o in self.outcomes]}, indent=1))
+
+
+class NaiveRun(LoadRun):
+    """A client that never retries (see the module's docstring): every other POST
+    without an Idempotency-Key, `concurrency` (>= 16) connections used in turn.
+
+    It waits as long as curl would for an answer (request_timeout 30 s, above
+    NGINX's connect + read + next-upstream bounds): what it sees is what NGINX
+    and the API answer, never its own impatience. retry_budget plays no part.
+    """
+
+    client: ClassVar[str] = "naive"
+    retries: ClassVar[bool] = False
+    CONNECTIONS: ClassVar[int] = 16
+
+    def __init__(self, base_url: str, **shape: Unpack[LoadShape]) -> None:
+        shape = {"concurrency": self.CONNECTIONS, "request_timeout": 30.0, **shape, "retry_budget": 0.0}
+        if shape["concurrency"] < self.CONNECTIONS:
+            raise ValueError(f"a naive run uses at least {self.CONNECTIONS} connections")
+        super().__init__(base_url, **shape)
+        self.connections = self.concurrency  # one connection per request in flight, each used in turn
+
+    def keyed(self, index: int) -> bool:
+        """Every other POST (POSTs are every post_every-th request) carries a key."""
+        return (index // self.post_every) % 2 == 0

@@ -1,7 +1,9 @@
-"""What every failover scenario does with its load run: the probes, the row, the table."""
+"""What every failover scenario does with its load: the two clients, the probes, the rows, the table."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, Unpack
 
 from tests.support.lab import on_node
@@ -9,12 +11,13 @@ from tests.support.model import PUBLIC_URL
 from tests.support.probes import Probes, assert_unharmed
 from tests.support.run import REPO
 
-from .loadgen import LoadRun, LoadShape
+from .loadgen import LoadRun, LoadShape, NaiveRun, Outcome
 
 ARTIFACTS = REPO / "artifacts" / "failover"
 
 # Every load run is bounded: this many requests at this rate (20 s), and never
-# longer than max_seconds whatever happens.
+# longer than max_seconds whatever happens. Each scenario runs two at once, the
+# careful client and the naive one, each with this shape.
 LOAD: LoadShape = {"total": 2000, "rate": 100.0, "max_seconds": 60.0}
 
 ROWS: list[dict[str, Any]] = []
@@ -22,15 +25,68 @@ ROWS: list[dict[str, Any]] = []
 PROBES = Probes(on_node)
 
 
-def load(**overrides: Unpack[LoadShape]) -> LoadRun:
-    """A load run through the load balancer, started (LOAD, with overrides)."""
-    return LoadRun(PUBLIC_URL, **(LOAD | overrides)).start()
+@dataclass
+class Loads:
+    """The careful and the naive client, started together against the same fault."""
+
+    careful: LoadRun
+    naive: LoadRun
+
+    def __iter__(self) -> Iterator[LoadRun]:
+        return iter((self.careful, self.naive))
+
+    def start(self) -> Loads:
+        for run in self:
+            run.start()
+        return self
+
+    def mark(self, name: str) -> None:
+        for run in self:
+            run.mark(name)
+
+    def stop(self) -> None:
+        for run in self:
+            run.stop()
+
+    def finished(self) -> bool:
+        return all(run.finished() for run in self)
+
+    @property
+    def marks(self) -> dict[str, float]:
+        """The careful run's marks (both runs started within milliseconds of each other)."""
+        return self.careful.marks
 
 
-def finish(run: LoadRun, name: str, sick: str | None, recover: str | None = "recover") -> dict[str, Any]:
-    """Wait for the load to end, check the todos, print and keep the row."""
-    row = PROBES.settle(run, name, instance=sick, recover=recover)
-    run.save(ARTIFACTS / f"{name.replace(' ', '_')}.json", row)
+def load(**overrides: Unpack[LoadShape]) -> Loads:
+    """Both clients through the load balancer, started together (LOAD, with overrides)."""
+    shape: LoadShape = LOAD | overrides
+    # The naive client takes the scenario's count, pace and bound; its connections,
+    # timeout and no-retry are its own (loadgen.NaiveRun).
+    naive = LoadShape(total=shape["total"], rate=shape["rate"], max_seconds=shape["max_seconds"])
+    if "post_every" in shape:
+        naive["post_every"] = shape["post_every"]
+    return Loads(LoadRun(PUBLIC_URL, **shape), NaiveRun(PUBLIC_URL, **naive)).start()
+
+
+def finish(
+    loads: Loads,
+    name: str,
+    sick: str | None,
+    recover: str | None = "recover",
+    note: Callable[[LoadRun], str] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Wait for both loads to end, check the todos, print and keep both rows
+    (careful, naive); `note` writes a figure of the run into its row."""
+    careful, naive = PROBES.settle_all(list(loads), name, instance=sick, recover=recover)
+    for run, row in zip(loads, (careful, naive), strict=True):
+        failed = ", ".join(f"{status or 'no answer'} x{n}" for status, n in row["failed_by"].items())
+        row["note"] = "; ".join(part for part in (note(run) if note else "", failed and f"failed: {failed}") if part)
+        run.save(ARTIFACTS / f"{name.replace(' ', '_')}.{run.client}.json", row)
+    return keep(careful), keep(naive)
+
+
+def keep(row: dict[str, Any]) -> dict[str, Any]:
+    """Into the table, and printed now."""
     ROWS.append(row)
     print("\n" + format_row(row))
     return row
@@ -41,9 +97,29 @@ def assert_clean(row: dict[str, Any], run: LoadRun) -> None:
     assert_unharmed(row, run)
 
 
+def assert_kept(row: dict[str, Any]) -> None:
+    """Whatever the clients saw, no acknowledged todo was lost or stored twice."""
+    assert row["lost"] == 0, f"{row['scenario']}: {row['lost']} acknowledged todos lost"
+    assert row["duplicated"] == 0, f"{row['scenario']}: {row['duplicated']} todos stored twice"
+
+
+def unclear(failures: list[Outcome], api_only: bool = False) -> list[tuple[Any, ...]]:
+    """The failures that were not a clear refusal: a JSON 503 with Retry-After
+    (with api_only, from an API instance: X-Instance set). Empty is good."""
+    bad = []
+    for o in failures:
+        last = o.refusals[-1] if o.refusals else None
+        clear = o.status == 503 and last is not None and last.json_body and bool(last.retry_after)
+        if api_only:
+            clear = clear and last is not None and last.instance is not None
+        if not clear:
+            bad.append((o.index, o.method, o.status, o.error, last))
+    return bad
+
+
 HEADER = (
-    f"{'scenario':<28} {'requests':>8} {'fail':>5} {'retried':>7} {'lost':>5} {'dup':>4} "
-    f"{'p99 ms':>8} {'max ms':>8} {'isolated s':>10} {'readmitted s':>12}"
+    f"{'scenario':<44} {'requests':>8} {'fail':>5} {'retried':>7} {'lost':>5} {'dup':>4} "
+    f"{'p99 ms':>8} {'max ms':>8} {'isolated s':>10} {'readmitted s':>12}  note"
 )
 
 
@@ -52,7 +128,7 @@ def format_row(row: dict[str, Any]) -> str:
         return "-" if value is None else str(value)
 
     return (
-        f"{row['scenario']:<28} {row['requests']:>8} {row['failures']:>5} {row['retried']:>7} {row['lost']:>5} "
+        f"{row['scenario']:<44} {row['requests']:>8} {row['failures']:>5} {row['retried']:>7} {row['lost']:>5} "
         f"{row['duplicated']:>4} {row['p99_ms']:>8} {row['max_ms']:>8} {fmt(row['isolated_after_s']):>10} "
-        f"{fmt(row['readmitted_after_s']):>12}"
-    )
+        f"{fmt(row['readmitted_after_s']):>12}  {row.get('note', '')}"
+    ).rstrip()

@@ -1,8 +1,11 @@
 """Failover under load: every fault an operator meets, counted request by request.
 
-Each scenario runs a bounded load (2,000 requests at 100/s, 1 POST in 5)
-through the load balancer while it breaks something, then asserts zero
-client-visible failures and that every acknowledged todo exists exactly once.
+Each scenario runs two bounded loads at once through the load balancer while
+it breaks something (each 2,000 requests at 100/s, 1 POST in 5): the careful
+client (a key on every POST, retries) and the naive one (no retry, every other
+POST without a key, 16 connections). Two rows per scenario. Both must find
+every acknowledged todo exactly once; the careful client must see no failure
+anywhere, the naive one none wherever the design promises it (see each test).
 Run one alone: `pytest tests/failover -k seed`.
 """
 
@@ -19,7 +22,8 @@ from tests.support.lab import labctl, on_node
 from tests.support.model import LOADBALANCER_GROUP, PUBLIC_URL, REDIS_GROUP, TOPO, first
 from tests.support.wait import wait_until
 
-from .scenario import PROBES, assert_clean, finish, load
+from .loadgen import LoadRun
+from .scenario import PROBES, assert_clean, assert_kept, finish, load, unclear
 
 pytestmark = pytest.mark.usefixtures("healthy")
 
@@ -34,6 +38,10 @@ SICK_NODE = TOPO.instance(SICK).host
 UNIT = f"todo-api@{SICK}"
 REDIS_NODE = first(REDIS_GROUP).name
 LB_NODE = first(LOADBALANCER_GROUP).name
+
+NGINX_ERROR_LOG = "/var/log/nginx/error.log"
+# What NGINX logs when it takes an upstream server out (warn) or has none left (error).
+EJECTED = ("upstream server temporarily disabled", "no live upstreams")
 
 SEED_JQ = f"""for i in 1 2 3 4 5; do curl -s {PUBLIC_URL}/api/health | jq -r '.instance + " - " + .status'; done"""
 
@@ -57,9 +65,10 @@ def test_seed_scenario_stress_and_recover_through_the_management_plane() -> None
     wait_until(f"instance {SICK} unhealthy again", lambda: not instance_healthy(SICK), timeout=30)
     on_instance(SICK, f"systemctl restart {UNIT}")
     wait_until(f"instance {SICK} healthy after restart", lambda: instance_healthy(SICK), timeout=60)
-    row = finish(run, "seed: stress + recover", sick=SICK)
-    assert_clean(row, run)
-    assert row["readmitted_after_s"] is not None, f"instance {SICK} never came back into rotation"
+    careful, naive = finish(run, "seed: stress + recover", sick=SICK)
+    assert_clean(careful, run.careful)
+    assert_clean(naive, run.naive)
+    assert careful["readmitted_after_s"] is not None, f"instance {SICK} never came back into rotation"
 
 
 def test_past_the_limit_the_kernel_oom_kills_and_systemd_restarts() -> None:
@@ -78,8 +87,9 @@ def test_past_the_limit_the_kernel_oom_kills_and_systemd_restarts() -> None:
     run.mark("recover")
     wait_until(f"instance {SICK} healthy after the OOM kill", lambda: instance_healthy(SICK), timeout=60)
     journal = on_instance(SICK, f"journalctl -u {UNIT} --since '{since}' --no-pager -o cat").stdout
-    row = finish(run, "past MemoryMax: OOM kill", sick=SICK)
-    assert_clean(row, run)
+    careful, naive = finish(run, "past MemoryMax: OOM kill", sick=SICK)
+    assert_clean(careful, run.careful)
+    assert_clean(naive, run.naive)
     # cgroup v2 nodes: systemd says oom-kill; cgroup v1 nodes (nspawn): the
     # kernel's SIGKILL inside the unit's memory cgroup.
     assert "oom-kill" in journal or "status=9/KILL" in journal, journal[-2000:]
@@ -106,8 +116,9 @@ def test_process_faults(name: str, fault: str, recover: str | None) -> None:
     else:
         run.mark("recover")
     wait_until(f"instance {SICK} healthy", lambda: instance_healthy(SICK), timeout=60)
-    row = finish(run, name, sick=SICK)
-    assert_clean(row, run)
+    careful, naive = finish(run, name, sick=SICK)
+    assert_clean(careful, run.careful)
+    assert_clean(naive, run.naive)
 
 
 @pytest.mark.parametrize(
@@ -128,30 +139,77 @@ def test_node_faults(name: str, fault: tuple[str, ...], recover: tuple[str, ...]
         run.mark("recover")
         labctl(*recover)
     wait_until(f"instance {SICK} healthy", lambda: instance_healthy(SICK), timeout=120)
-    row = finish(run, name, sick=SICK)
-    assert_clean(row, run)
+    careful, naive = finish(run, name, sick=SICK)
+    assert_clean(careful, run.careful)
+    # The naive client: nothing lost or doubled, and every failure a clear one.
+    # Not 0 failures: a request already on the node when it vanishes waits for
+    # NGINX's proxy_read_timeout (10 s), which outlasts proxy_next_upstream_timeout
+    # (5 s), so NGINX answers its own JSON 503 instead of retrying on the other
+    # instance. A read timeout short enough to retry would cut off slow requests,
+    # and a next-upstream window past it would hold every client 10 s; the careful
+    # client retries that 503, the naive one sees it (the row's note counts them).
+    assert naive["requests"] >= naive_floor(run.naive), f"the naive load stopped early: {naive['requests']}"
+    assert_kept(naive)
+    assert not unclear(run.naive.failures()), unclear(run.naive.failures())[:10]
 
 
-def test_redis_restart_tells_writers_to_retry_and_loses_nothing() -> None:
+def test_redis_down_3s_refuses_clearly_ejects_no_instance_and_resumes() -> None:
+    """Redis stopped for 3 s under load (issue 13, storage errors are not instance errors).
+
+    Every refusal is the API's own (X-Instance) JSON 503 + Retry-After; NGINX
+    takes no instance out (its error log, at warn, says neither "temporarily
+    disabled" nor "no live upstreams"); the careful client loses nothing and
+    fails nothing; the naive one fails only with those clear 503s. The first
+    successful request after Redis is started again is a printed figure.
+    """
+    assert_error_log_at_warn()
+    offset = int(on_node(LB_NODE, f"stat -c %s {NGINX_ERROR_LOG}").stdout.strip())
     run = load()
     time.sleep(3)
     run.mark("fault")
     on_node(REDIS_NODE, "systemctl stop redis-server")
     time.sleep(3)
-    run.mark("recover")
+    run.mark("restart")  # `systemctl start` issued
     on_node(REDIS_NODE, "systemctl start redis-server")
-    row = finish(run, "redis restart", sick=None)
-    refusals = [(o.method, r) for o in run.outcomes for r in o.refusals]
+    run.mark("recover")  # ... and returned (Redis is ready: Type=notify)
+    careful, naive = finish(run, "redis down 3 s", sick=None, note=resumed)
+    logged = on_node(LB_NODE, f"tail -c +{offset + 1} {NGINX_ERROR_LOG}").stdout
+    ejected = [line for line in logged.splitlines() if any(e in line for e in EJECTED)]
+    assert not ejected, "NGINX took an instance out during the Redis outage:\n" + "\n".join(ejected[:10])
+    refusals = [(o.method, r) for one in run for o in one.outcomes for r in o.refusals]
     assert refusals, "no request met the outage: the scenario tested nothing"
-    # Writers are told to come back: JSON 503 + Retry-After while Redis is away.
-    # A POST whose first attempt reserved its Idempotency-Key just before the
-    # outage may meet that reservation on a retry (Redis keeps it across the
-    # restart until its lease ends): JSON 409 + Retry-After, the same advice.
-    told_to_retry = {(503, "GET"), (503, "POST"), (409, "POST")}
-    assert all((r.status, method) in told_to_retry and r.json_body and r.retry_after for method, r in refusals), {
-        (method, r.status, r.json_body, r.retry_after) for method, r in refusals
+    # Told to come back, by the API itself: JSON 503 + Retry-After, X-Instance set.
+    assert all(r.status == 503 and r.json_body and r.retry_after and r.instance for _, r in refusals), {
+        (method, r.status, r.json_body, r.retry_after, r.instance, r.error) for method, r in refusals
     }
-    assert_clean(row, run)
+    # ... by every instance: none was out of rotation meanwhile.
+    assert {r.instance for _, r in refusals} == {str(i.id) for i in TOPO.instances}
+    assert_clean(careful, run.careful)
+    # The naive client does not retry: its requests during the outage fail, clearly.
+    assert_kept(naive)
+    assert naive["failures"], "the naive client met no outage"
+    assert not unclear(run.naive.failures(), api_only=True), unclear(run.naive.failures(), api_only=True)[:10]
+
+
+def resumed(run: LoadRun) -> str:
+    """The first 2xx answer after Redis was started again (a printed figure, no timed assert)."""
+    issued, returned = run.first_ok_after("restart"), run.first_ok_after("recover")
+    return f"first ok {issued} s after redis start issued ({returned} s after it returned)"
+
+
+def assert_error_log_at_warn() -> None:
+    """NGINX logs "upstream server temporarily disabled" at warn: the error log must
+    keep warn lines, or finding none there would prove nothing."""
+    config = on_node(LB_NODE, "nginx -T 2>/dev/null").stdout
+    levels = [
+        line.split()[2].rstrip(";")
+        for line in config.splitlines()
+        if line.strip().startswith("error_log") and NGINX_ERROR_LOG in line and len(line.split()) > 2
+    ]
+    assert any(level in ("warn", "notice", "info", "debug") for level in levels), (
+        f"NGINX's {NGINX_ERROR_LOG} is not kept at warn (levels found: {levels or 'default, error'}): "
+        "set `error_log ... warn;` in the nginx_lb role so an ejected upstream shows there"
+    )
 
 
 def test_rolling_restart_under_load() -> None:
@@ -161,10 +219,31 @@ def test_rolling_restart_under_load() -> None:
     playbook("rolling-restart.yml")
     run.mark("recover")
     run.stop()
-    row = finish(run, "rolling restart", sick=None)
-    row_requests = row["requests"]
-    assert row_requests >= 300, "the load stopped before the rolling restart"
-    assert row["failures"] == 0 and row["lost"] == 0 and row["duplicated"] == 0, row
+    careful, naive = finish(run, "rolling restart", sick=None)
+    for row in (careful, naive):
+        assert row["requests"] >= 300, f"{row['scenario']}: the load stopped before the rolling restart"
+        assert_kept(row)
+    assert careful["failures"] == 0, careful
+    assert_no_refusal(run.naive)
+
+
+def assert_no_refusal(naive: LoadRun) -> None:
+    """The naive client through graceful NGINX reloads (a drain is one): no answer
+    may be a failure (no 5xx, no 429); a transport error is printed, not failed.
+
+    Why not 0 failures outright: on a reload the old workers close their idle
+    keep-alive connections to clients, and a request the client sends on such a
+    connection in the same instant meets the close (RFC 9112, 9.3.1: "a client
+    ... MUST NOT automatically retry a request with a non-idempotent method").
+    curl and browsers resend on a fresh connection when a reused one dies before
+    any answer; httpx (this naive client) does not. No server design removes that
+    race, so it shows as "no answer" in the row's note, never as an assertion.
+    """
+    answered = [(o.index, o.method, o.status, o.refusals[-1] if o.refusals else None) for o in naive.failures() if o.status]
+    assert not answered, f"the naive client was refused through a reload: {answered[:10]}"
+    dropped = [(o.index, o.method, o.error) for o in naive.failures() if not o.status]
+    if dropped:
+        print(f"\nnaive client: {len(dropped)} requests met a closing keep-alive connection: {dropped[:5]}")
 
 
 def test_nginx_reload_under_load() -> None:
@@ -174,8 +253,15 @@ def test_nginx_reload_under_load() -> None:
     for _ in range(3):
         on_node(LB_NODE, "systemctl reload nginx")
         time.sleep(2)
-    row = finish(run, "nginx reload x3", sick=None, recover=None)
-    assert_clean(row, run)
+    careful, naive = finish(run, "nginx reload x3", sick=None, recover=None)
+    assert_clean(careful, run.careful)
+    assert naive["requests"] >= naive_floor(run.naive), f"the naive load stopped early: {naive['requests']}"
+    assert_kept(naive)
+    assert_no_refusal(run.naive)
+
+
+def naive_floor(run: LoadRun) -> float:
+    return run.total * 0.95
 
 
 def test_both_unhealthy_gives_a_quick_json_503_and_resumes_by_itself() -> None:
@@ -193,9 +279,12 @@ def test_both_unhealthy_gives_a_quick_json_503_and_resumes_by_itself() -> None:
             probes.append((response.status_code, time.monotonic() - started, response))
     print("\nboth sick, direct probes (status, seconds): " + ", ".join(f"{s} {t:.3f}" for s, t, _ in probes))
     for status, _, response in probes:
+        # Every instance sheds (429 inside, retried by NGINX on the other): NGINX's
+        # own JSON 503, "instance overloaded"; or, once both count as failed,
+        # "no healthy API instance". Never a 429 or an HTML page.
         assert status == 503
         assert response.headers["content-type"].startswith("application/json")
-        assert "error" in response.json()
+        assert response.json().get("error") in ("instance overloaded", "no healthy API instance"), response.text
         assert response.headers.get("retry-after")
     run.mark("recover")
     on_instance(OTHER, f"todo-apictl --instance {OTHER} clear")
@@ -203,16 +292,17 @@ def test_both_unhealthy_gives_a_quick_json_503_and_resumes_by_itself() -> None:
         "service resumed by itself", lambda: httpx.get(f"{PUBLIC_URL}/api/todos", timeout=5).status_code == 200, timeout=30
     )
     run.mark("resumed")
-    row = finish(run, "both unhealthy", sick=None)
+    careful, naive = finish(run, "both unhealthy", sick=None)
     # With no healthy instance the right answer is a refusal: a request whose
-    # retries all fell inside the outage may fail, but only with the clear
-    # JSON 503 + Retry-After, never a hang or a transport error, and none
-    # after service resumed. Nothing acknowledged is lost or doubled.
-    resumed = run.marks["resumed"]
-    for outcome in run.failures():
-        last = outcome.refusals[-1] if outcome.refusals else None
-        assert outcome.status == 503 and last and last.json_body and last.retry_after, outcome
-        assert outcome.started < resumed, f"request {outcome.index} failed after service resumed"
-    assert row["lost"] == 0 and row["duplicated"] == 0, row
-    assert all(o.ok for o in run.outcomes if o.started > resumed + 1.0)
+    # retries (none for the naive client) all fell inside the outage may fail,
+    # but only with the clear JSON 503 + Retry-After, never a hang, a transport
+    # error or a 429, and none after service resumed. Nothing acknowledged is
+    # lost or doubled.
+    for one, row in zip(run, (careful, naive), strict=True):
+        resumed = one.marks["resumed"]
+        assert not unclear(one.failures()), (one.client, unclear(one.failures())[:10])
+        late = [o.index for o in one.failures() if o.started >= resumed]
+        assert not late, f"{one.client}: requests {late[:10]} failed after service resumed"
+        assert_kept(row)
+        assert all(o.ok for o in one.outcomes if o.started > resumed + 1.0)
     assert instance_status(SICK).get("stress", {}).get("allocatedMB", 0) > 0  # still sick; the fixture clears it

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import partial
 from typing import Any, Protocol
 
@@ -18,8 +18,18 @@ import httpx
 
 from tests.failover.loadgen import LoadRun
 
-from .model import INSTANCE_NODE, PUBLIC_URL
+from .model import INSTANCE_NODE, PUBLIC_URL, REDIS_GROUP, TOPO, first
 from .wait import wait_until
+
+# GET /api/todos answers at most this many todos a page (the API's maximum); the
+# rest follows the page's `Link: <...>; rel="next"`.
+PAGE_MAX = 500
+# The operators' Redis user and its password file on the Redis node (roles/redis:
+# redis_admin_user, redis_admin_password_file; root only).
+REDIS_ADMIN_USER = "admin"
+REDIS_ADMIN_PASSWORD_FILE = "/etc/redis/admin.password"
+# redis-cli prints an error reply and may still exit 0.
+REDIS_ERRORS = ("ERR", "(error)", "NOPERM", "NOAUTH", "WRONGPASS", "WRONGTYPE", "NOSCRIPT", "BUSY", "OOM")
 
 
 class OnNode(Protocol):
@@ -48,22 +58,59 @@ class Probes:
 
     def serves_through_lb(self, instance: str, tries: int = 10) -> bool:
         with httpx.Client(base_url=PUBLIC_URL, timeout=self.http_timeout) as client:
-            return any(client.get("/api/todos").headers.get("x-instance") == instance for _ in range(tries))
+            return any(client.get("/api/todos?limit=1").headers.get("x-instance") == instance for _ in range(tries))
 
-    def all_todos(self) -> list[dict[str, Any]]:
+    def pages(self, order: str = "newest", limit: int = PAGE_MAX) -> Iterator[list[dict[str, Any]]]:
+        """The stored todos through the load balancer, a page at a time, following
+        each page's `Link: <...>; rel="next"` (a relative URL) to the end."""
+        url: str | None = f"/api/todos?limit={limit}&order={order}"
+        with httpx.Client(base_url=PUBLIC_URL, timeout=self.http_timeout) as client:
+            while url:
+                response = self._page(client, url)
+                yield list(response.json())
+                url = response.links.get("next", {}).get("url")
+
+    @staticmethod
+    def _page(client: httpx.Client, url: str) -> httpx.Response:
         for _ in range(60):
             try:
-                response = httpx.get(f"{PUBLIC_URL}/api/todos", timeout=self.http_timeout)
+                response = client.get(url)
                 if response.status_code == 200:
-                    return list(response.json())
+                    return response
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
-        raise AssertionError("could not list the todos through the load balancer")
+        raise AssertionError(f"could not list the todos through the load balancer ({url})")
+
+    def all_todos(self) -> list[dict[str, Any]]:
+        """Every stored todo, newest first (every page)."""
+        return [todo for page in self.pages() for todo in page]
+
+    def todos_of(self, runs: Sequence[LoadRun]) -> list[dict[str, Any]]:
+        """Every stored todo the runs wrote (their tag in texto), duplicates included.
+
+        Newest first, page by page, and no further than needed: the runs' todos
+        were created in one window (nothing else writes meanwhile) and sort
+        together; once every acknowledged one has been seen and a whole page
+        holds none of theirs, the rest is older (e.g. 200,000 seeded todos).
+        Until every acknowledged todo is seen, it reads to the end: a lost one
+        is looked for everywhere.
+        """
+        prefixes = tuple(f"load {run.tag} " for run in runs)
+        acknowledged = {a.id for run in runs for a in run.acknowledged}
+        found: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for page in self.pages():
+            theirs = [t for t in page if str(t["texto"]).startswith(prefixes)]
+            found += theirs
+            seen |= {str(t["id"]) for t in theirs}
+            if not theirs and acknowledged <= seen:
+                break
+        return found
 
     def forget(self, todo_ids: set[str]) -> None:
-        """Delete a run's todos once checked: GET /api/todos returns every todo,
-        so a list grown by each scenario would slow every later one."""
+        """Delete a run's todos once checked: a list grown by each scenario
+        would only make the next check read further."""
         with httpx.Client(base_url=PUBLIC_URL, timeout=self.http_timeout) as client:
             for todo_id in todo_ids:
                 for _ in range(3):
@@ -77,11 +124,37 @@ class Probes:
     def settle(self, run: LoadRun, name: str, instance: str | None, recover: str | None = "recover") -> dict[str, Any]:
         """Once the load has ended: its row, with every acknowledged todo checked
         (lost, stored twice); then the run's todos are deleted."""
-        run.wait()
-        lost, duplicated = run.check_todos(self.all_todos())
-        row = run.report(name, lost, duplicated, instance=instance, recover=recover)
-        self.forget({a.id for a in run.acknowledged})
-        return row
+        return self.settle_all([run], name, instance, recover)[0]
+
+    def settle_all(
+        self, runs: Sequence[LoadRun], name: str, instance: str | None, recover: str | None = "recover"
+    ) -> list[dict[str, Any]]:
+        """settle() for runs that loaded the system together (one row each): one
+        read of the stored todos for all of them, then every todo they stored is
+        deleted (duplicates and unacknowledged ones too)."""
+        for run in runs:
+            run.wait()
+        stored = self.todos_of(runs)
+        rows = []
+        for run in runs:
+            lost, duplicated = run.check_todos(stored)
+            rows.append(run.report(name, lost, duplicated, instance=instance, recover=recover))
+        self.forget({str(t["id"]) for t in stored} | {a.id for run in runs for a in run.acknowledged})
+        return rows
+
+    def redis_admin(self, args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """redis-cli on the Redis node as the operators' user (its password read
+        there, never here); `args` are redis-cli's, as a shell string (so
+        `--eval FILE k1 , a1`, `--json SLOWLOG GET 128` or `< FILE --pipe` work).
+        With `check`, an error reply fails the test too (redis-cli may exit 0)."""
+        command = (
+            f'REDISCLI_AUTH="$(cat {REDIS_ADMIN_PASSWORD_FILE})" redis-cli --user {REDIS_ADMIN_USER} --no-auth-warning '
+            f"-p {TOPO.services.port('redis')} {args}"
+        )
+        result = self.on_node(first(REDIS_GROUP).name, command, check=check, timeout=timeout)
+        if check and any(line.lstrip().startswith(REDIS_ERRORS) for line in result.stdout.splitlines()[:5]):
+            raise AssertionError(f"redis-cli {args[:200]!r} answered an error:\n{result.stdout[-2000:]}\n{result.stderr[-1000:]}")
+        return result
 
     def all_healthy(self, timeout: float) -> None:
         for instance in INSTANCE_NODE:
