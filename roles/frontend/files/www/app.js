@@ -78,7 +78,14 @@
       renderLocalShares();
     }
     logRequest(method, path, res.status, instance, performance.now() - t0);
-    return { ok: res.ok, status: res.status, data, instance, replayed: res.headers.get("Idempotent-Replayed") === "true" };
+    return {
+      ok: res.ok,
+      status: res.status,
+      data,
+      instance,
+      replayed: res.headers.get("Idempotent-Replayed") === "true",
+      total: Number(res.headers.get("X-Total-Count")),
+    };
   }
 
   function who(r) {
@@ -117,19 +124,19 @@
     loading = true;
     const seenMutations = mutations;
     try {
-      const r = await api("GET", "/api/todos");
-      if (r.ok && Array.isArray(r.data) && seenMutations === mutations) renderTodos(r.data);
+      // only what the page shows: the newest todosShown, newest first (the API pages the rest)
+      const r = await api("GET", `/api/todos?limit=${cfg.todosShown}&order=newest`);
+      if (r.ok && Array.isArray(r.data) && seenMutations === mutations) renderTodos(r.data, r.total);
     } finally {
       loading = false;
     }
   }
 
-  function renderTodos(all) {
+  function renderTodos(todos, total) {
     const ul = $("#todos");
-    const todos = all.slice(-cfg.todosShown);
     const more = $("#todos-more");
-    more.hidden = all.length <= todos.length;
-    more.textContent = `Showing the latest ${todos.length} of ${all.length} todos.`;
+    more.hidden = !(total > todos.length);
+    more.textContent = `Showing the latest ${todos.length} of ${total} todos, newest first.`;
     const seen = new Set();
     todos.forEach((t, i) => {
       seen.add(t.id);
@@ -155,7 +162,7 @@
     if (!li) {
       li = todoItem(t);
       todoItems.set(t.id, li);
-      $("#todos").append(li);
+      $("#todos").prepend(li); // newest first, as the list is fetched
     }
     updateTodoItem(li, t);
     $("#todos-empty").hidden = true;

@@ -1,0 +1,149 @@
+"""The public edge as a stranger meets it: JSON for every error NGINX answers itself, no Host
+reflection, the page's security headers, per-client limits. Aimed only at the lab's own
+load balancer; every loop is bounded in count and time."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from tests.support.model import PUBLIC_URL, TOPO
+from tests.support.net import http
+
+# Where the load balancer answers on its own: what it must say, and its status.
+NGINX_ERRORS = [
+    ("GET", "/no-such-page", {}, b"", 404),
+    ("DELETE", "/", {}, b"", 405),
+    ("POST", "/api/stress", {}, b"", 404),
+    ("GET", "/api/" + "a" * 9000, {}, b"", 414),
+    ("GET", "/api/health", {"X-Filler": "a" * 20000}, b"", 431),
+    ("POST", "/api/todos", {"Content-Type": "application/json"}, b"x" * (TOPO.services.limits["max_body_bytes"] + 1), 413),
+]
+
+
+def is_error_json(body: bytes) -> bool:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and isinstance(data.get("error"), str) and "detail" in data
+
+
+@pytest.mark.parametrize(("method", "path", "headers", "body", "status"), NGINX_ERRORS, ids=lambda v: str(v)[:30])
+def test_every_error_of_the_edge_is_json(method: str, path: str, headers: dict[str, str], body: bytes, status: int) -> None:
+    got, got_headers, got_body = http(PUBLIC_URL + path, method=method, headers=headers, data=body or None)
+    assert got == status, (got, got_body[:200])
+    assert got_headers["Content-Type"].startswith("application/json")
+    assert is_error_json(got_body), got_body[:200]
+
+
+def test_a_request_it_cannot_read_gets_json_too() -> None:
+    url = urlsplit(PUBLIC_URL)
+    with socket.create_connection((url.hostname or "", url.port or 80), timeout=5) as s:
+        s.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        answer = s.recv(4096)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), head
+    assert b"application/json" in head.lower() and is_error_json(body), answer
+
+
+def test_redirects_never_name_the_clients_host() -> None:
+    response = httpx.get(f"{PUBLIC_URL}/api", headers={"Host": "evil.example"}, follow_redirects=False)
+    assert response.status_code in (301, 302, 308), response.status_code
+    assert "evil.example" not in response.headers["location"]
+    assert response.headers["location"].startswith("/")
+
+
+def test_the_page_has_security_headers() -> None:
+    response = httpx.get(f"{PUBLIC_URL}/")
+    assert response.status_code == 200
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["referrer-policy"] == "no-referrer"
+    csp = response.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+
+
+def test_methods_through_the_edge() -> None:
+    """HEAD works where GET does; OPTIONS lists every method; non-JSON bodies are 415."""
+    head = httpx.head(f"{PUBLIC_URL}/api/todos")
+    assert head.status_code == 200 and head.content == b""
+    options = httpx.options(f"{PUBLIC_URL}/api/todos")
+    allowed = {m.strip() for m in options.headers["allow"].split(",")}
+    assert {"GET", "HEAD", "POST", "OPTIONS"} <= allowed, allowed
+    form = httpx.post(f"{PUBLIC_URL}/api/todos", data={"texto": "a form"})
+    assert form.status_code == 415 and is_error_json(form.content)
+    twice = httpx.post(
+        f"{PUBLIC_URL}/api/todos",
+        content=b'{"texto": "two keys"}',
+        headers=[("Content-Type", "application/json"), ("Idempotency-Key", "a"), ("Idempotency-Key", "b")],
+    )
+    assert twice.status_code == 400 and is_error_json(twice.content)
+
+
+def test_too_many_connections_from_one_client_get_a_json_429() -> None:
+    """limit_conn: more requests in progress at once than the budget. Each socket sends a POST's
+    headers and keeps its body back, so NGINX holds the request open; all are closed after."""
+    url = urlsplit(PUBLIC_URL)
+    host, port = url.hostname or "", url.port or 80
+    sockets: list[socket.socket] = []
+    refused: list[bytes] = []
+    request = (
+        f"POST /api/todos HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: 20\r\n\r\n"
+    ).encode()
+    try:
+        for _ in range(300):
+            s = socket.create_connection((host, port), timeout=5)
+            s.sendall(request)
+            sockets.append(s)
+        time.sleep(1)
+        for s in sockets:
+            s.settimeout(0.05)
+            try:
+                data = s.recv(4096)
+            except TimeoutError:
+                continue
+            if data:
+                refused.append(data)
+    finally:
+        for s in sockets:
+            s.close()
+    assert refused, "300 requests in progress at once from one client: none refused"
+    head, _, body = refused[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 429") and b"retry-after" in head.lower(), head
+    assert is_error_json(body), body
+
+
+async def _burst(total: int, seconds: float) -> tuple[int, float, httpx.Response | None]:
+    """Up to `total` requests (64 at a time, at most `seconds`); stops at the first 429."""
+    limits = httpx.Limits(max_connections=64)
+    first_429: httpx.Response | None = None
+    sent = 0
+    started = time.monotonic()
+    async with httpx.AsyncClient(base_url=PUBLIC_URL, limits=limits, timeout=10) as client:
+
+        async def one() -> None:
+            nonlocal first_429, sent
+            while first_429 is None and sent < total and time.monotonic() - started < seconds:
+                sent += 1
+                response = await client.get("/api/todos?limit=1")
+                if response.status_code == 429 and first_429 is None:
+                    first_429 = response
+
+        await asyncio.gather(*(one() for _ in range(64)))
+    return sent, time.monotonic() - started, first_429
+
+
+def test_a_client_over_its_request_rate_gets_a_json_429() -> None:
+    sent, elapsed, refused = asyncio.run(_burst(total=8000, seconds=20))
+    print(f"\nburst: {sent} requests in {elapsed:.2f} s ({sent / elapsed:.0f}/s), first 429: {refused is not None}")
+    if refused is None:
+        pytest.skip(f"this lab served only {sent / elapsed:.0f} requests/s: too slow to go over the rate budget")
+    assert refused.headers["content-type"].startswith("application/json") and refused.headers.get("retry-after")
+    assert "x-instance" not in refused.headers  # the edge refused it; no instance saw it
+    assert is_error_json(refused.content)
