@@ -48,7 +48,10 @@ async def test_crud_contract(client: httpx.AsyncClient, rdb: redis.Redis) -> Non
 
     lst = await client.get("/api/todos")
     assert lst.status_code == 200
-    assert [t["id"] for t in lst.json()] == [todo["id"], r2.json()["id"]]
+    assert [t["id"] for t in lst.json()] == [r2.json()["id"], todo["id"]]  # newest first
+    assert lst.headers["x-total-count"] == "2" and "link" not in lst.headers
+    one = await client.get(f"/api/todos/{todo['id']}")
+    assert one.status_code == 200 and one.json() == todo
 
     p = await client.patch(f"/api/todos/{todo['id']}", json={"completada": True})
     assert p.status_code == 200 and p.json()["completada"] is True
@@ -105,7 +108,7 @@ async def test_public_port_has_no_stress(client: httpx.AsyncClient) -> None:
 async def test_openapi_schema(client: httpx.AsyncClient) -> None:
     spec = (await client.get("/openapi.json")).json()
     post = spec["paths"]["/api/todos"]["post"]
-    assert set(post["responses"]) >= {"201", "400", "409", "413", "422", "503"}
+    assert set(post["responses"]) == {"201", "400", "413", "415", "422", "429", "503", "507"}
     assert post["responses"]["201"]["content"]["application/json"]["schema"]["$ref"].endswith(
         "/Todo"
     )
@@ -206,7 +209,7 @@ async def test_threshold_metrics(
     # the same comparison is the app's own: at the threshold it sheds and reports unhealthy
     (root / "system.slice/x/memory.current").write_text(f"{math.ceil(limit * ratio)}\n")
     rt.monitor.invalidate()
-    assert (await c.get("/api/todos")).status_code == 503
+    assert (await c.get("/api/todos")).status_code == 429
     text = (await c.get("/metrics")).text
     assert _gauge(text, "todo_api_memory_used_bytes") / limit >= ratio
     assert (await c.get("/api/health")).status_code == 503

@@ -126,7 +126,7 @@ def test_real_server_notify_cli_and_shutdown(server: Running) -> None:
     assert isinstance(health, dict) and health["status"] == "UNHEALTHY"
     assert httpx.get(f"{base}/api/health").status_code == 503
     shed = httpx.get(f"{base}/api/todos")
-    assert shed.status_code == 503 and "retry-after" in shed.headers
+    assert shed.status_code == 429 and "retry-after" in shed.headers
     code, st = ctl("--socket", server.sock_path, "clear")
     assert code == 0 and st["freedMB"] == 180
     health = st["health"]

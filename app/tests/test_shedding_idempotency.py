@@ -25,13 +25,13 @@ async def test_shedding_writes_nothing(
     (root / "system.slice/x/memory.current").write_text(f"{480 * MB}\n")
     rt.monitor.invalidate()
     r = await c.post("/api/todos", json={"texto": "shed"}, headers={"Idempotency-Key": "k-shed"})
-    assert r.status_code == 503
+    assert r.status_code == 429
     assert r.headers["retry-after"] == "5" and r.headers["x-instance"] == "1"
     assert r.json()["error"] == "instance overloaded"
     assert rdb.dbsize() == keys_before and rdb.hlen("todos:data") == hlen_before
     assert rdb.get("todos:idem:k-shed") is None
     for method, path in (("GET", "/api/todos"), ("DELETE", "/api/todos/x"), ("GET", "/docs")):
-        assert (await c.request(method, path)).status_code == 503
+        assert (await c.request(method, path)).status_code == 429
     h = await c.get("/api/health")
     assert h.status_code == 503 and h.json()["status"] == "UNHEALTHY"
     assert (await c.get("/livez")).status_code == 200
@@ -75,25 +75,6 @@ async def test_idempotency_mismatch_and_validation(
     assert rdb.hlen("todos:data") == 2
 
 
-async def test_idempotency_in_flight_and_expiry(
-    make_client: Callable[..., Any], rdb: redis.Redis
-) -> None:
-    c, rt = await make_client(idempotency_pending_ttl=1)
-    # another request (another instance) holds the key: same body is in flight
-    from todo_api.service import fingerprint
-
-    began = await rt.store.idem_begin("k3", fingerprint({"texto": "x"}), "other-token", 1)
-    assert began.outcome == "new"
-    r = await c.post("/api/todos", json={"texto": "x"}, headers={"Idempotency-Key": "k3"})
-    assert r.status_code == 409 and r.json()["error"].startswith("request with this")
-    assert rdb.hlen("todos:data") == 0
-    # the holder died: the pending marker expires and a retry proceeds
-    await asyncio.sleep(1.2)
-    r = await c.post("/api/todos", json={"texto": "x"}, headers={"Idempotency-Key": "k3"})
-    assert r.status_code == 201
-    assert rdb.hlen("todos:data") == 1
-
-
 async def test_concurrent_same_key_creates_one(
     client: httpx.AsyncClient, rdb: redis.Redis
 ) -> None:
@@ -101,11 +82,11 @@ async def test_concurrent_same_key_creates_one(
     rs = await asyncio.gather(
         *[client.post("/api/todos", json={"texto": "carrera"}, headers=h) for _ in range(20)]
     )
-    codes = sorted(r.status_code for r in rs)
-    assert set(codes) <= {201, 409}
+    # no in-flight state, no 409: one creates, every other one replays it
+    assert {r.status_code for r in rs} == {201}
     assert rdb.hlen("todos:data") == 1
-    created = [r for r in rs if r.status_code == 201]
-    assert len({r.content for r in created}) == 1
+    assert len({r.content for r in rs}) == 1
+    assert sum(r.headers.get("idempotent-replayed") == "true" for r in rs) == 19
 
 
 async def test_concurrent_patch_no_lost_update(
@@ -116,24 +97,5 @@ async def test_concurrent_patch_no_lost_update(
         client.patch(f"/api/todos/{t['id']}", json={"completada": True}),
         client.patch(f"/api/todos/{t['id']}", json={"texto": "nuevo"}),
     )
-    final = (await client.get("/api/todos")).json()[0]
+    final = (await client.get(f"/api/todos/{t['id']}")).json()
     assert final["completada"] is True and final["texto"] == "nuevo"
-
-
-async def test_slow_original_that_lost_its_lease_writes_nothing(
-    make_client: Callable[..., Any], rdb: redis.Redis
-) -> None:
-    # The original's marker expired and a retry took the key over and finished:
-    # the original's late commit must be refused, or the todo would exist twice.
-    _, rt = await make_client(idempotency_pending_ttl=1)
-    from todo_api.service import fingerprint
-
-    fp = fingerprint({"texto": "lento"})
-    assert (await rt.store.idem_begin("k4", fp, "original", 1)).outcome == "new"
-    await asyncio.sleep(1.2)
-    assert (await rt.store.idem_begin("k4", fp, "retry", 1)).outcome == "new"
-    done = '{"state": "done", "token": "retry"}'
-    retry_ok = await rt.store.create({"id": "r", "texto": "lento"}, "k4", "retry", done, 60)
-    late_ok = await rt.store.create({"id": "o", "texto": "lento"}, "k4", "original", done, 60)
-    assert retry_ok is True and late_ok is False
-    assert rdb.hlen("todos:data") == 1

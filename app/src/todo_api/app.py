@@ -3,15 +3,38 @@ the fast path in it), all over one ``Runtime``. The management app is ``manageme
 
 from __future__ import annotations
 
+import re
+
 from fastapi import FastAPI
+from starlette.routing import Route
 
 from . import __version__
 from .errors import install_error_handlers
 from .fastpath import FastPath
-from .middleware import PublicMiddleware
+from .middleware import AllowedMethods, PublicMiddleware
 from .routes import build_router
 from .runtime import Runtime
 from .service import TodoService
+
+
+def allowed_methods(app: FastAPI) -> AllowedMethods:
+    """path -> every method of every route on it. Starlette answers a wrong method with the
+    Allow of the first route that matched the path only (GET of GET /api/todos, not POST),
+    and FastAPI routes have no HEAD: the middleware answers OPTIONS, HEAD and 405 from this."""
+    table: dict[str, tuple[re.Pattern[str], set[str]]] = {}
+    for route in app.routes:
+        if isinstance(route, Route) and route.methods:
+            _, methods = table.setdefault(route.path, (route.path_regex, set()))
+            methods.update(route.methods)
+    entries = [(regex, frozenset(methods)) for regex, methods in table.values()]
+
+    def allowed(path: str) -> frozenset[str] | None:
+        for regex, methods in entries:
+            if regex.match(path):
+                return methods
+        return None
+
+    return allowed
 
 
 def create_public_app(rt: Runtime) -> FastAPI:
@@ -20,12 +43,16 @@ def create_public_app(rt: Runtime) -> FastAPI:
         version=__version__,
         description="Public listener. Errors are JSON {error, detail}; every response carries "
         "X-Instance. While memory is over the threshold every request except /api/health, "
-        "/readyz, /livez and /metrics is shed with 503 + Retry-After.",
+        "/readyz, /livez and /metrics is shed with 429 + Retry-After (retry on another "
+        "instance). Storage trouble is 503 storage unavailable / 507 storage full, with "
+        "Retry-After. OPTIONS answers 204 with Allow; HEAD works wherever GET does.",
     )
     app.state.health = rt.health
     app.state.runtime = rt
     install_error_handlers(app, rt.metrics, rt.settings.retry_after_seconds)
     svc = TodoService(rt)
     app.include_router(build_router(rt, svc))
-    app.add_middleware(PublicMiddleware, rt=rt, fast=FastPath(rt, svc))
+    app.add_middleware(
+        PublicMiddleware, rt=rt, fast=FastPath(rt, svc), allowed=allowed_methods(app)
+    )
     return app

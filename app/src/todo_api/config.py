@@ -130,13 +130,17 @@ class Settings:
         "TODO_API_MANAGEMENT", _UNSET, _parse_management
     )
     redis_url: str = _var("TODO_API_REDIS_URL", "redis://127.0.0.1:6379/0")
+    # ACL user the app logs in as; None = legacy AUTH with the password alone (user `default`)
+    redis_username: str | None = _var("TODO_API_REDIS_USERNAME", None)
     redis_password: str | None = _var("TODO_API_REDIS_PASSWORD", None, _parse_secret)
     memory_limit_mb: int = _int_var("TODO_API_MEMORY_LIMIT_MB", 512)
     unhealthy_percent: int = _int_var("TODO_API_UNHEALTHY_PERCENT", 80, maximum=100)
     cgroup_root: str = _var("TODO_API_CGROUP_ROOT", "/sys/fs/cgroup")
     proc_self_cgroup: str = _var("TODO_API_PROC_SELF_CGROUP", "/proc/self/cgroup")
     idempotency_ttl: int = _int_var("TODO_API_IDEMPOTENCY_TTL", 86400)
-    idempotency_pending_ttl: int = _int_var("TODO_API_IDEMPOTENCY_PENDING_TTL", 10)
+    # a keyless POST is keyed by the load balancer's X-Request-ID: long enough for NGINX's
+    # retry on the other instance, short so these records cost little memory
+    lb_key_ttl: int = _int_var("TODO_API_LB_KEY_TTL", 120)
     stress_target_mb: int = _int_var("TODO_API_STRESS_TARGET_MB", 400)
     stress_chunk_mb: int = _int_var("TODO_API_STRESS_CHUNK_MB", 50)
     graceful_timeout: int = _int_var("TODO_API_GRACEFUL_TIMEOUT", 10)

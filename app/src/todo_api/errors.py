@@ -10,7 +10,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .logs import get_logger
@@ -36,26 +38,43 @@ class _MarksRedisDown(Protocol):
     def mark_redis_down(self) -> None: ...
 
 
+# Redis replies that mean "not now" rather than "broken": answered like an unreachable Redis
+# (503), but Redis answered, so health does not call it down
+_TRANSIENT = ("BUSY", "LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN")
+
+
 def redis_error_response(
     exc: Exception, metrics: Metrics | None, health: _MarksRedisDown | None, retry_after: int
 ) -> Response:
-    """503 for a Redis failure (also used by the ASGI fast path, so both answer alike)."""
+    """The answer to a Redis failure (also used by the ASGI fast path, so both answer alike).
+
+    Storage trouble is not the instance's own: 503 / 507 here are statuses NGINX neither
+    retries nor counts against the instance. The body never carries the exception text (it
+    names Redis' address, script SHAs): that goes to the log."""
     if metrics is not None:
         metrics.redis_errors.inc()
-    if health is not None:
-        health.mark_redis_down()
-    get_logger().error("redis error", extra={"err": f"{type(exc).__name__}: {exc}"})
-    return error_response(
-        503,
-        "storage unavailable",
-        f"{type(exc).__name__}: {exc}",
-        {"Retry-After": str(retry_after)},
-    )
+    text = f"{type(exc).__name__}: {exc}"
+    retry = {"Retry-After": str(retry_after)}
+    log = get_logger()
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError | TimeoutError):
+        if health is not None:  # only an unreachable Redis is "down" in /api/health
+            health.mark_redis_down()
+        log.error("redis unreachable", extra={"err": text})
+        return error_response(503, "storage unavailable", None, retry)
+    message = str(exc)
+    if isinstance(exc, OutOfMemoryError) or message.startswith("OOM"):
+        log.error("redis full (maxmemory)", extra={"err": text})
+        return error_response(507, "storage full", None, retry)
+    if isinstance(exc, ResponseError) and message.startswith(_TRANSIENT):
+        log.error("redis busy", extra={"err": text})
+        return error_response(503, "storage unavailable", None, retry)
+    log.error("redis error", extra={"err": text})
+    return error_response(500, "internal error", None)
 
 
 def internal_error_response(exc: BaseException) -> Response:
     get_logger().error("unhandled error", exc_info=exc)
-    return error_response(500, "internal error", type(exc).__name__)
+    return error_response(500, "internal error", None)
 
 
 def _clean(errors: Any) -> list[dict[str, Any]]:

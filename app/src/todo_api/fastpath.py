@@ -3,29 +3,74 @@
 Profiled under wrk, FastAPI's routing, dependency solving and its middleware stack cost about
 half the CPU of a ``GET /api/todos``. For requests FastAPI would accept without an error, this
 answers the same way without going through it: the same ``TodoService`` code, the same
-``TodoIn`` model validation, the same Redis-error (503) and internal-error (500) responses.
-Whatever it is not sure about (other content types, an empty/invalid JSON body, a body that
-fails validation, an absent-but-odd or repeated ``Idempotency-Key``, a ``root_path``) is handed
-to FastAPI untouched, so every error shape stays FastAPI's. The OpenAPI schema still comes
-from the FastAPI routes. (FastAPI's own OpenTelemetry hooks are skipped on these two routes;
-this service configures no OpenTelemetry SDK.)
+``TodoIn`` model validation and query limits, the same Redis-error and internal-error (500)
+responses. Whatever it is not sure about (a query parameter out of range, repeated or unknown,
+a body without Content-Type, an empty/invalid JSON body, a body that fails validation, an odd
+``Idempotency-Key``, a ``root_path``) is handed to FastAPI untouched, so every error shape stays
+FastAPI's. The media type (415) and a repeated ``Idempotency-Key`` (400) are the middleware's,
+before either. The OpenAPI schema still comes from the FastAPI routes. (FastAPI's own
+OpenTelemetry hooks are skipped on these two routes; this service configures no OpenTelemetry
+SDK.)
 """
 
 from __future__ import annotations
 
 import json
+import re
+from urllib.parse import parse_qsl
 
 from redis.exceptions import RedisError
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from .errors import internal_error_response, redis_error_response
-from .models import IDEMPOTENCY_KEY_HEADER, IDEMPOTENCY_KEY_MAX, TODOS_PATH, TodoIn
+from .models import (
+    CURSOR_PATTERN,
+    IDEMPOTENCY_KEY_HEADER,
+    IDEMPOTENCY_KEY_MAX,
+    LIST_DEFAULT_LIMIT,
+    LIST_MAX_LIMIT,
+    ORDERS,
+    REQUEST_ID_HEADER,
+    TODOS_PATH,
+    Order,
+    TodoIn,
+)
 from .runtime import Runtime
 from .service import TodoService
 
 JSON_CT = b"application/json"
 IDEMPOTENCY_KEY = IDEMPOTENCY_KEY_HEADER.lower().encode()
+REQUEST_ID = REQUEST_ID_HEADER.lower().encode()
+_CURSOR = re.compile(CURSOR_PATTERN)
+_LIMIT = re.compile(r"^[1-9][0-9]{0,2}$")  # what int() takes beyond this ("+5", " 5") is FastAPI's
+
+
+def parse_list_query(query: bytes) -> tuple[int, str | None, Order] | None:
+    """(limit, cursor, order) of a plain, valid query; None to let FastAPI answer."""
+    limit: int = LIST_DEFAULT_LIMIT
+    cursor: str | None = None
+    order: Order = "newest"
+    if not query:
+        return limit, cursor, order
+    try:
+        pairs = parse_qsl(query.decode("ascii"), keep_blank_values=True, strict_parsing=True)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    seen: set[str] = set()
+    for k, v in pairs:
+        if k in seen:
+            return None
+        seen.add(k)
+        if k == "limit" and _LIMIT.fullmatch(v) and int(v) <= LIST_MAX_LIMIT:
+            limit = int(v)
+        elif k == "cursor" and _CURSOR.fullmatch(v):
+            cursor = v
+        elif k == "order" and v in ORDERS:
+            order = "newest" if v == "newest" else "oldest"
+        else:
+            return None
+    return limit, cursor, order
 
 
 class FastPath:
@@ -42,20 +87,25 @@ class FastPath:
     def handles(method: str, path: str) -> bool:
         return path == TODOS_PATH and (method == "GET" or method == "POST")
 
-    def _parse_post(self, scope: Scope, body: bytes) -> tuple[TodoIn, str | None] | None:
-        """(validated payload, idempotency key) or None to let FastAPI answer."""
+    def _parse_post(
+        self, scope: Scope, body: bytes
+    ) -> tuple[TodoIn, str | None, list[str]] | None:
+        """(validated payload, idempotency key, request ids) or None to let FastAPI answer."""
         if not body or scope.get("root_path"):
             return None
         ctype: bytes | None = None
         key: bytes | None = None
+        rids: list[str] = []
         for k, v in scope["headers"]:
             if k == b"content-type":
                 if ctype is None:
                     ctype = v
             elif k == IDEMPOTENCY_KEY:
                 if key is not None:
-                    return None  # repeated header: FastAPI decides
+                    return None  # repeated header (the middleware answers 400 before this)
                 key = v
+            elif k == REQUEST_ID:
+                rids.append(v.decode("latin-1"))
         if ctype is None or ctype.split(b";", 1)[0].strip().lower() != JSON_CT:
             return None
         skey: str | None = None
@@ -67,7 +117,7 @@ class FastPath:
             payload = TodoIn.model_validate(json.loads(body))
         except (ValueError, RecursionError):  # JSON, UTF-8 and pydantic errors are ValueErrors
             return None
-        return payload, skey
+        return payload, skey, rids
 
     async def __call__(
         self, scope: Scope, method: str, body: bytes, receive: Receive, send: Send
@@ -76,13 +126,16 @@ class FastPath:
         if method == "GET":
             if scope.get("root_path"):
                 return False
-            call = self.svc.list()
+            query = parse_list_query(scope.get("query_string", b""))
+            if query is None:
+                return False
+            call = self.svc.list(*query)
         else:
             parsed = self._parse_post(scope, body)
             if parsed is None:
                 return False
-            payload, key = parsed
-            call = self.svc.create(payload, key)
+            payload, key, rids = parsed
+            call = self.svc.create(payload, key, rids)
         response: Response
         try:
             response = await call

@@ -1,4 +1,9 @@
-"""Readiness = memory under the threshold AND Redis reachable; state changes logged once."""
+"""Readiness = memory under the threshold; Redis reachability reported, state changes logged.
+
+Only the instance's own sickness (memory) makes it unready (503): every instance shares one
+Redis, so a Redis outage answered 503 here would make the load balancer eject them all at
+once. Redis unreachable is 200 with status DEGRADED (and the todo routes answer 503 storage
+unavailable, a status NGINX neither retries nor counts against the instance)."""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ import asyncio
 import logging
 import time
 from typing import Any
+
+from redis.exceptions import ResponseError
 
 from .cgroup import MB, MemoryMonitor, MemoryReading
 from .metrics import Metrics
@@ -32,7 +39,7 @@ class HealthChecker:
         self.redis_timeout = redis_timeout
         self._redis_ok: bool | None = None
         self._redis_at = 0.0
-        self._ready: bool | None = None
+        self._status: str | None = None
         self._mem_over: bool | None = None
         self._last_reading: MemoryReading | None = None
         metrics.unhealthy_ratio.set(monitor.threshold_percent / 100)
@@ -68,7 +75,9 @@ class HealthChecker:
             return self._redis_ok
         try:
             ok = await asyncio.wait_for(self.store.ping(), self.redis_timeout)
-        except Exception:
+        except ResponseError:
+            ok = True  # it answered (an error reply): reachable, which is all this reports
+        except Exception:  # unreachable, timed out, refused the login
             ok = False
             self.metrics.redis_errors.inc()
         self._redis_ok = ok
@@ -95,21 +104,23 @@ class HealthChecker:
             )
         if not redis:
             reasons.append("redis unreachable")
-        ready = not reasons
+        status = "UNHEALTHY" if over else ("DEGRADED" if not redis else "OK")
         body: dict[str, Any] = {
-            "status": "OK" if ready else "UNHEALTHY",
+            "status": status,
             "instance": self.instance,
             **self._mem_fields(r),
             "redis": "ok" if redis else "down",
         }
         if reasons:
             body["reasons"] = reasons
-        self.metrics.healthy.set(1 if ready else 0)
-        if ready != self._ready:
+        # healthy = ready for traffic = what the load balancer sees: a DEGRADED instance is not
+        # sick (its peers are in the same state), so 1
+        self.metrics.healthy.set(0 if over else 1)
+        if status != self._status:
             fields = {k: v for k, v in body.items() if k != "instance"}
-            if not ready:
-                self.log.warning("health: UNHEALTHY", extra=fields)
-            elif self._ready is not None:
+            if status != "OK":
+                self.log.warning(f"health: {status}", extra=fields)
+            elif self._status is not None:
                 self.log.info("health: back to OK", extra=fields)
-            self._ready = ready
-        return (200 if ready else 503), body
+            self._status = status
+        return (503 if over else 200), body

@@ -26,7 +26,8 @@ class Metrics:
         )
         self.healthy = self._gauge(
             "todo_api_healthy",
-            "1 when the instance is ready (memory under threshold and Redis reachable)",
+            "1 when the instance is ready: memory under the threshold (/api/health 200, OK or "
+            "DEGRADED); Redis being unreachable (DEGRADED) does not make it 0",
         )
         self.memory_used = self._gauge(
             "todo_api_memory_used_bytes",
@@ -48,7 +49,7 @@ class Metrics:
         )
         self.shed = self._counter(
             "todo_api_shed_requests_total",
-            "Requests refused with 503 because memory was over the threshold",
+            "Requests refused with 429 because memory was over the threshold",
         )
         self.idempotent_replays = self._counter(
             "todo_api_idempotent_replays_total",
@@ -56,7 +57,7 @@ class Metrics:
         )
         self.redis_errors = self._counter(
             "todo_api_redis_errors_total",
-            "Redis operations that failed (connection, timeout, other errors)",
+            "Redis operations that failed (unreachable, timeout, full, other errors)",
         )
 
     def _gauge(self, name: str, documentation: str) -> Gauge:

@@ -1,20 +1,33 @@
-"""Pure ASGI middleware for the public listener: X-Instance, load shedding, body limit,
-request log line and metrics. Shedding and the size limit run before the body is read/parsed."""
+"""Pure ASGI middleware for the public listener: X-Instance, load shedding, methods (OPTIONS,
+HEAD, 405 with the full Allow), media type (415), repeated Idempotency-Key (400), body limit,
+request log line and metrics. All of it runs before the body is read or parsed, and answers
+alike for the fast path and FastAPI."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from prometheus_client.metrics import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import error_bytes
-from .models import UNSHED_PATHS
+from .models import (
+    IDEMPOTENCY_KEY_HEADER,
+    UNSHED_PATHS,
+    allow_value,
+    is_json_body_route,
+    is_json_media_type,
+)
 from .runtime import Runtime
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+IDEMPOTENCY_KEY = IDEMPOTENCY_KEY_HEADER.lower().encode()
+
+# path -> the methods its routes answer (GET implies HEAD), None for an unknown path
+AllowedMethods = Callable[[str], frozenset[str] | None]
 
 
 class FastHandler(Protocol):
@@ -32,10 +45,18 @@ class FastHandler(Protocol):
 
 
 class PublicMiddleware:
-    def __init__(self, app: ASGIApp, rt: Runtime, fast: FastHandler | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        rt: Runtime,
+        fast: FastHandler | None = None,
+        allowed: AllowedMethods | None = None,
+    ) -> None:
         self.app = app
         self.rt = rt
         self.fast = fast
+        # without it (no route table) Starlette's routing answers methods as it does
+        self.allowed = allowed
         # (method, route, status) -> metric children: .labels() is a lock + dict lookup each
         self._children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
         self.instance_header = (b"x-instance", rt.settings.instance.encode())
@@ -72,6 +93,8 @@ class PublicMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
+        out: Send = send_wrapper  # HEAD swaps in a body-dropping sender
+
         try:
             if path not in UNSHED_PATHS:
                 over, reading = rt.health.memory()
@@ -86,9 +109,60 @@ class PublicMiddleware:
                             "thresholdPercent": rt.monitor.threshold_percent,
                         },
                     )
+                    # 429, not 503: NGINX retries it on another instance (the instance's own
+                    # sickness), while 503 stays the storage's, which NGINX must not count
                     await self._reply(
-                        send_wrapper, 503, body, [(b"retry-after", self.retry_after)]
+                        out, 429, body, [(b"retry-after", self.retry_after)]
                     )
+                    return
+            methods = self.allowed(path) if self.allowed is not None else None
+            if methods is not None and method not in methods:
+                allow = (b"allow", allow_value(methods).encode())
+                if method == "OPTIONS":
+                    route_label = "options"
+                    await out(
+                        {"type": "http.response.start", "status": 204, "headers": [allow]}
+                    )
+                    await out({"type": "http.response.body", "body": b""})
+                    return
+                if method == "HEAD" and "GET" in methods:
+                    # a GET whose body is dropped: same status and headers (Content-Length too)
+                    scope = {**scope, "method": "GET"}
+                    inner = out
+
+                    async def send_head(message: Message) -> None:
+                        if message["type"] == "http.response.body":
+                            if message.get("more_body", False):
+                                return
+                            message = {"type": "http.response.body", "body": b""}
+                        await inner(message)
+
+                    out = send_head
+                else:
+                    route_label = "method_not_allowed"
+                    await self._reply(
+                        out, 405, error_bytes("method not allowed"), [allow]
+                    )
+                    return
+            if is_json_body_route(method, path):
+                ctype: bytes | None = None
+                keys = 0
+                for k, v in scope["headers"]:
+                    if k == b"content-type" and ctype is None:
+                        ctype = v
+                    elif k == IDEMPOTENCY_KEY:
+                        keys += 1
+                if not is_json_media_type(ctype):
+                    # before the body is read: what it is, we would not parse
+                    route_label = "unsupported_media_type"
+                    body = error_bytes("unsupported media type", {"expected": "application/json"})
+                    await self._reply(out, 415, body)
+                    return
+                if keys > 1:
+                    # which one would the client mean? never silently pick one
+                    route_label = "bad_request"
+                    body = error_bytes("more than one Idempotency-Key header")
+                    await self._reply(out, 400, body)
                     return
             if method in BODY_METHODS:
                 too_big = False
@@ -118,7 +192,7 @@ class PublicMiddleware:
                     body = error_bytes(
                         "request body too large", {"maxBytes": self.max_body}
                     )
-                    await self._reply(send_wrapper, 413, body, [(b"connection", b"close")])
+                    await self._reply(out, 413, body, [(b"connection", b"close")])
                     return
                 body = b"".join(chunks)
                 buffered: Message = {"type": "http.request", "body": body, "more_body": False}
@@ -135,14 +209,15 @@ class PublicMiddleware:
             else:
                 body, downstream = b"", receive
             fast = self.fast
+            fmethod: str = scope["method"]  # HEAD is answered as GET
             if (
                 fast is not None
-                and fast.handles(method, path)
-                and await fast(scope, method, body, downstream, send_wrapper)
+                and fast.handles(fmethod, path)
+                and await fast(scope, fmethod, body, downstream, out)
             ):
                 route_label = fast.route
                 return
-            await self.app(scope, downstream, send_wrapper)
+            await self.app(scope, downstream, out)
             route = scope.get("route")
             if route is not None and hasattr(route, "path"):
                 route_label = str(route.path)

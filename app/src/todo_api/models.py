@@ -22,6 +22,52 @@ UNSHED_PATHS = frozenset({*HEALTH_PATHS, LIVEZ_PATH, METRICS_PATH})
 
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 IDEMPOTENCY_KEY_MAX = 255  # characters; longer keys are a 422 (FastAPI's validation)
+# NGINX sets it to its $request_id (overwriting any client value): the key of a keyless POST,
+# so NGINX's own retry on the other instance replays instead of storing twice
+REQUEST_ID_HEADER = "X-Request-ID"
+LB_KEY_PREFIX = "lb:"  # a keyless POST's record: todos:idem:lb:<request id>
+
+# GET /api/todos paging: no request reads more than LIST_MAX_LIMIT todos (bounded Redis time)
+LIST_DEFAULT_LIMIT = 100
+LIST_MAX_LIMIT = 500
+Order = Literal["newest", "oldest"]
+ORDERS: tuple[Order, ...] = ("newest", "oldest")
+# a cursor is opaque to clients; it is the creation sequence of the last todo of a page
+CURSOR_PATTERN = r"^[0-9]{1,15}$"
+CURSOR_MAX = 15
+
+# methods a route may have, in the order an Allow header lists them
+METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allow_value(methods: frozenset[str]) -> str:
+    """``Allow`` header for a path answering ``methods`` (HEAD with GET, OPTIONS always)."""
+    full = set(methods) | {"OPTIONS"}
+    if "GET" in full:
+        full.add("HEAD")
+    return ", ".join(m for m in METHOD_ORDER if m in full)
+
+
+def is_json_body_route(method: str, path: str) -> bool:
+    """POST /api/todos and PATCH /api/todos/{id}: the requests whose body is JSON."""
+    if method == "POST":
+        return path == TODOS_PATH
+    if method == "PATCH":
+        rest = path[len(TODOS_PATH) + 1 :] if path.startswith(TODOS_PATH + "/") else ""
+        return bool(rest) and "/" not in rest
+    return False
+
+
+def is_json_media_type(value: bytes | None) -> bool:
+    """application/json or application/*+json, any parameters (charset); no header = JSON
+    (FastAPI parses a body without Content-Type as JSON)."""
+    if value is None:
+        return True
+    mtype = value.split(b";", 1)[0].strip().lower()
+    return mtype == b"application/json" or (
+        mtype.startswith(b"application/") and mtype.endswith(b"+json")
+    )
+
 
 Texto = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
 
@@ -51,7 +97,10 @@ class Todo(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["OK", "UNHEALTHY"]
+    status: Literal["OK", "DEGRADED", "UNHEALTHY"] = Field(
+        description="OK; DEGRADED: Redis unreachable (still 200: every instance shares Redis, "
+        "the load balancer must not eject them all); UNHEALTHY: memory over the threshold (503)"
+    )
     instance: str
     rssMB: float
     usedMB: float
@@ -66,16 +115,40 @@ class Health(BaseModel):
 # OpenAPI ``responses=`` fragments of the routes
 Responses = dict[int | str, dict[str, Any]]
 
-E503: Responses = {
-    503: {"model": ErrorBody, "description": "overloaded (shed) or storage unavailable"}
+_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}
+
+
+def _err(description: str, retry_after: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {"model": ErrorBody, "description": description}
+    if retry_after:
+        out["headers"] = _RETRY_AFTER
+    return out
+
+
+# every todo operation: shed (429) and storage unreachable (503); never 500 by design
+E_COMMON: Responses = {
+    422: _err("validation failed (parameters or body)"),
+    429: _err("instance overloaded (memory over its threshold): retry on another", True),
+    503: _err("storage unavailable (Redis unreachable or timed out)", True),
 }
 E_BODY: Responses = {
-    400: {"model": ErrorBody, "description": "invalid JSON"},
-    413: {"model": ErrorBody, "description": "body over 16 KiB"},
-    422: {"model": ErrorBody, "description": "validation failed"},
+    400: _err("invalid JSON; or more than one Idempotency-Key header"),
+    413: _err("body over TODO_API_MAX_BODY_BYTES (16 KiB)"),
+    415: _err("Content-Type is not application/json (or application/*+json)"),
+    507: _err("storage full (Redis maxmemory reached): nothing was written", True),
 }
-E404: Responses = {404: {"model": ErrorBody, "description": "unknown id"}}
-E409: Responses = {
-    409: {"model": ErrorBody, "description": "same Idempotency-Key still in flight"}
+E404: Responses = {404: _err("unknown id")}
+HEALTH_503: Responses = {503: {"model": Health, "description": "memory over the threshold"}}
+
+LIST_HEADERS: dict[str, Any] = {
+    "X-Total-Count": {
+        "description": "number of todos stored (all pages)",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 0},
+    },
+    "Link": {
+        "description": 'next page, relative: </api/todos?limit=L&order=O&cursor=C>; rel="next"; '
+        "absent on the last page",
+        "schema": {"type": "string"},
+    },
 }
-HEALTH_503: Responses = {503: {"model": Health, "description": "not ready"}}

@@ -24,7 +24,9 @@ class Runtime:
             settings.memory_limit_mb,
             settings.unhealthy_percent,
         )
-        self.store = TodoStore(settings.redis_url, settings.redis_password)
+        self.store = TodoStore(
+            settings.redis_url, settings.redis_password, username=settings.redis_username
+        )
         self.health = HealthChecker(
             settings.instance, self.monitor, self.store, self.metrics, self.log
         )

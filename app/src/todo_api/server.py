@@ -13,6 +13,7 @@ from collections.abc import Callable, Generator
 from pathlib import Path
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from . import systemd
 from .app import create_public_app
@@ -28,6 +29,87 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+
+# The request head (request line + headers) a listener accepts. uvicorn's own limit,
+# h11_max_incomplete_event_size, is h11's only; with httptools (used for speed) nothing bounds
+# the head at all (a 1 MiB header was accepted), hence the protocol below. NGINX sends at most
+# its large_client_header_buffers (4 x 8 KiB lines) plus a few headers of its own.
+MAX_HEAD_BYTES = 16 * 1024
+# Idle keep-alive connections are kept longer than NGINX keeps its idle upstream connections
+# (nginx_lb's keepalive_timeout, 4 s): the upstream side must close first, or NGINX may send a
+# request on a connection uvicorn is closing and see a reset.
+KEEP_ALIVE_SECONDS = 10
+# limit_concurrency is left unset on purpose: past it uvicorn answers a plain-text 503, the
+# status the load balancer reads as "storage unavailable" (not retried, not counted), for what
+# is the instance's own overload. That is the memory shedding's job (429); connections are
+# bounded by the unit's LimitNOFILE and NGINX's limit_conn.
+
+_HEAD_TOO_LARGE_BODY = json.dumps(
+    {"error": "request header fields too large", "detail": {"maxBytes": MAX_HEAD_BYTES}},
+    separators=(",", ":"),
+).encode()
+_HEAD_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+    b"content-length: %d\r\nconnection: close\r\n\r\n%s"
+    % (len(_HEAD_TOO_LARGE_BODY), _HEAD_TOO_LARGE_BODY)
+)
+
+
+class _HeadTooLarge(Exception):
+    pass
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a request-head limit (431, JSON, connection closed).
+
+    Counted twice: the bytes of a head still incomplete after a read (so one endless header
+    is refused after MAX_HEAD_BYTES, not buffered), and the URL + headers of a complete one."""
+
+    _head_bytes = 0  # URL + headers of the current request
+    _raw_head = 0  # bytes read while the head was incomplete
+    _in_head = False
+    _too_large = False
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_bytes = 0
+        self._in_head = True
+
+    def _count(self, n: int) -> None:
+        self._head_bytes += n
+        if self._head_bytes > MAX_HEAD_BYTES:
+            self._too_large = True
+            raise _HeadTooLarge  # httptools turns it into a parser error: send_400_response
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._raw_head = 0
+        super().on_headers_complete()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._in_head and not self._too_large:
+            self._raw_head += len(data)
+            if self._raw_head > MAX_HEAD_BYTES:
+                self._too_large = True
+                self.send_400_response("")
+
+    def send_400_response(self, msg: str) -> None:
+        if not self._too_large:
+            super().send_400_response(msg)
+            return
+        if not self.transport.is_closing():
+            self.transport.write(_HEAD_TOO_LARGE)
+            self.transport.close()
 
 
 def _bind_unix(path: str) -> socket.socket:
@@ -53,6 +135,9 @@ def _uvicorn_config(app: object, s: Settings, **kw: object) -> uvicorn.Config:
         lifespan="off",
         server_header=False,
         timeout_graceful_shutdown=s.graceful_timeout,
+        http=BoundedHttpToolsProtocol,
+        h11_max_incomplete_event_size=MAX_HEAD_BYTES,  # if it is ever run with http="h11"
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
         **kw,  # type: ignore[arg-type]
     )
 

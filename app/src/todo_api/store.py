@@ -14,63 +14,67 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 DATA = "todos:data"  # hash: id -> todo JSON
 ORDER = "todos:order"  # sorted set: id scored by creation sequence
 SEQ = "todos:seq"  # INCR counter (creation order across instances)
-IDEM_PREFIX = "todos:idem:"  # string: idempotency record JSON (pending or done)
+IDEM_PREFIX = "todos:idem:"  # string: idempotency record JSON {state, fp, status, body}
 
+# KEYS: data, order; ARGV: limit, cursor ('' = first page), 'newest' | 'oldest'.
+# Bounded: one ZRANGE of at most limit+1 entries (O(log N + limit)), one HMGET of at most
+# limit fields, one ZCARD (O(1)), whatever the number of todos stored. The extra entry says
+# whether another page exists; the cursor is the score (creation sequence) of the page's last
+# todo, so a page starts strictly after it: a walk sees every todo once while others are added.
 _LIST = """
-local ids = redis.call('ZRANGE', KEYS[2], 0, -1)
-local out = {}
-for i = 1, #ids, 500 do
-  local batch = {}
-  for j = i, math.min(i + 499, #ids) do batch[#batch + 1] = ids[j] end
-  local vals = redis.call('HMGET', KEYS[1], unpack(batch))
-  for _, v in ipairs(vals) do if v then out[#out + 1] = v end end
+local limit = tonumber(ARGV[1])
+local rows
+if ARGV[3] == 'newest' then
+  local hi = '+inf'
+  if ARGV[2] ~= '' then hi = '(' .. ARGV[2] end
+  rows = redis.call('ZRANGE', KEYS[2], hi, '-inf', 'BYSCORE', 'REV',
+                    'LIMIT', 0, limit + 1, 'WITHSCORES')
+else
+  local lo = '-inf'
+  if ARGV[2] ~= '' then lo = '(' .. ARGV[2] end
+  rows = redis.call('ZRANGE', KEYS[2], lo, '+inf', 'BYSCORE',
+                    'LIMIT', 0, limit + 1, 'WITHSCORES')
 end
-return '[' .. table.concat(out, ',') .. ']'
+local n = #rows / 2
+local take = math.min(n, limit)
+local out = {}
+local nextc = ''
+if take > 0 then
+  local ids = {}
+  for i = 1, take do ids[i] = rows[2 * i - 1] end
+  local vals = redis.call('HMGET', KEYS[1], unpack(ids))
+  for i = 1, take do if vals[i] then out[#out + 1] = vals[i] end end
+  if n > limit then nextc = rows[2 * take] end
+end
+return {'[' .. table.concat(out, ',') .. ']', nextc, redis.call('ZCARD', KEYS[2])}
 """
 
-# KEYS: data, order, seq, idem key ('' when none)
-# ARGV: id, todo json, has idem ('1'/'0'), token, done record json, ttl
-# The todo and its stored response are written together, or not at all.
+# KEYS: data, order, seq, idempotency record (IDEM_PREFIX alone when there is no key)
+# ARGV: id, todo json, fingerprint ('' = no key), record json, record ttl
+# Begin and create in one script: a record for the key means the POST was done (replay, or
+# 422 for another body); otherwise the todo AND its record are written together. There is no
+# in-flight state, so nothing can be left behind by an instance that dies mid-request: its
+# retry either finds the record (replay) or finds none (the original wrote nothing) and creates.
+# A 'pending' record is the previous version's lease: taken over (that version's final write
+# checks its token, so the old owner then writes nothing).
 _CREATE = """
-if ARGV[3] == '1' then
+if ARGV[3] ~= '' then
   local cur = redis.call('GET', KEYS[4])
   if cur then
     local rec = cjson.decode(cur)
-    if rec['token'] ~= ARGV[4] then return 0 end
+    if rec['state'] ~= 'pending' then
+      if rec['fp'] ~= ARGV[3] then return {'mismatch', ''} end
+      return {'replay', cur}
+    end
   end
 end
 local seq = redis.call('INCR', KEYS[3])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[2], seq, ARGV[1])
-if ARGV[3] == '1' then
-  redis.call('SET', KEYS[4], ARGV[5], 'EX', tonumber(ARGV[6]))
+if ARGV[3] ~= '' then
+  redis.call('SET', KEYS[4], ARGV[4], 'EX', tonumber(ARGV[5]))
 end
-return 1
-"""
-
-# KEYS: idem key; ARGV: fingerprint, token, pending ttl
-_IDEM_BEGIN = """
-local cur = redis.call('GET', KEYS[1])
-if not cur then
-  redis.call('SET', KEYS[1],
-    cjson.encode({state='pending', fp=ARGV[1], token=ARGV[2]}), 'EX', tonumber(ARGV[3]))
-  return {'new', ''}
-end
-local rec = cjson.decode(cur)
-if rec['fp'] ~= ARGV[1] then return {'mismatch', ''} end
-if rec['state'] == 'pending' then return {'pending', ''} end
-return {'done', cur}
-"""
-
-# KEYS: idem key; ARGV: token. Drop our own pending marker (after a failure).
-_IDEM_ABORT = """
-local cur = redis.call('GET', KEYS[1])
-if not cur then return 0 end
-local rec = cjson.decode(cur)
-if rec['state'] == 'pending' and rec['token'] == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
+return {'created', ''}
 """
 
 # KEYS: data; ARGV: id, fields json. Merge without a read-modify-write race.
@@ -93,14 +97,31 @@ return n
 
 
 @dataclass(frozen=True)
-class IdemBegin:
-    outcome: Literal["new", "mismatch", "pending", "done"]
-    status: int = 0
-    body: str = ""
+class Page:
+    body: bytes  # JSON array of the page's todos
+    next_cursor: str | None  # None on the last page
+    total: int  # todos stored
+
+
+@dataclass(frozen=True)
+class Created:
+    outcome: Literal["created", "replay", "mismatch"]
+    status: int = 201
+    body: str = ""  # replay: the stored response body
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class TodoStore:
-    def __init__(self, url: str, password: str | None = None, timeout: float = 1.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        password: str | None = None,
+        timeout: float = 1.0,
+        username: str | None = None,
+    ) -> None:
         kwargs: dict[str, Any] = {
             "socket_timeout": timeout,
             "socket_connect_timeout": timeout,
@@ -112,11 +133,11 @@ class TodoStore:
         }
         if password:
             kwargs["password"] = password
+        if username:  # ACL user (AUTH user pass); without it AUTH pass logs in as `default`
+            kwargs["username"] = username
         self.redis: Redis = Redis.from_url(url, **kwargs)
         self._list = self.redis.register_script(_LIST)
         self._create = self.redis.register_script(_CREATE)
-        self._begin = self.redis.register_script(_IDEM_BEGIN)
-        self._abort = self.redis.register_script(_IDEM_ABORT)
         self._patch = self.redis.register_script(_PATCH)
         self._delete = self.redis.register_script(_DELETE)
 
@@ -126,51 +147,51 @@ class TodoStore:
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
 
-    async def list_json(self) -> bytes:
-        """The whole list as one JSON array, built inside Redis (one bulk reply to parse)."""
-        raw = await self._list(keys=[DATA, ORDER])
-        return raw if isinstance(raw, bytes) else str(raw).encode()
+    async def list_page(self, limit: int, cursor: str | None, order: str) -> Page:
+        """One page, its JSON array built inside Redis (one bulk reply, nothing to parse)."""
+        body, nxt, total = await self._list(keys=[DATA, ORDER], args=[limit, cursor or "", order])
+        raw = body if isinstance(body, bytes) else str(body).encode()
+        next_cursor = _text(nxt) or None
+        return Page(raw, next_cursor, int(total))
+
+    async def get_json(self, todo_id: str) -> bytes | None:
+        raw = await self.redis.hget(DATA, todo_id)
+        return None if raw is None else raw if isinstance(raw, bytes) else str(raw).encode()
 
     async def get(self, todo_id: str) -> dict[str, Any] | None:
-        raw = await self.redis.hget(DATA, todo_id)
+        raw = await self.get_json(todo_id)
         return None if raw is None else dict(json.loads(raw))
 
     async def create(
         self,
         todo: dict[str, Any],
         idem_key: str | None = None,
-        token: str = "",
+        fingerprint: str = "",
         record: str = "",
         ttl: int = 0,
         todo_json: str | None = None,
-    ) -> bool:
-        """Store ``todo`` (and the idempotency record). False if the key belongs to another.
+    ) -> Created:
+        """Store ``todo``; with ``idem_key``, atomically: replay/mismatch or create + record.
         ``todo_json``: the caller's compact JSON of ``todo`` when it already has it."""
-        ok = await self._create(
+        outcome_b, raw = await self._create(
             keys=[DATA, ORDER, SEQ, IDEM_PREFIX + idem_key if idem_key else IDEM_PREFIX],
             args=[
                 todo["id"],
                 todo_json if todo_json is not None else json.dumps(todo, separators=(",", ":")),
-                "1" if idem_key else "0",
-                token,
+                fingerprint if idem_key else "",
                 record,
                 ttl,
             ],
         )
-        return bool(ok)
-
-    async def idem_begin(self, key: str, fingerprint: str, token: str, ttl: int) -> IdemBegin:
-        outcome_b, raw = await self._begin(keys=[IDEM_PREFIX + key], args=[fingerprint, token, ttl])
-        outcome = outcome_b.decode() if isinstance(outcome_b, bytes) else str(outcome_b)
-        if outcome == "done":
+        outcome = _text(outcome_b)
+        if outcome == "replay":
             rec = json.loads(raw)
-            return IdemBegin("done", int(rec["status"]), str(rec["body"]))
-        if outcome not in ("new", "mismatch", "pending"):
-            raise RuntimeError(f"unexpected idempotency outcome {outcome!r}")
-        return IdemBegin(outcome)  # type: ignore[arg-type]
-
-    async def idem_abort(self, key: str, token: str) -> None:
-        await self._abort(keys=[IDEM_PREFIX + key], args=[token])
+            return Created("replay", int(rec["status"]), str(rec["body"]))
+        if outcome == "mismatch":
+            return Created("mismatch")
+        if outcome != "created":
+            raise RuntimeError(f"unexpected create outcome {outcome!r}")
+        return Created("created")
 
     async def patch(self, todo_id: str, fields: dict[str, Any]) -> dict[str, Any] | None:
         raw = await self._patch(keys=[DATA], args=[todo_id, json.dumps(fields)])
