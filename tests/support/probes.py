@@ -7,10 +7,11 @@ management plane, whether NGINX routes to it, the stored todos) is the same.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from functools import partial
 from typing import Any, Protocol
 
@@ -60,7 +61,7 @@ class Probes:
         with httpx.Client(base_url=PUBLIC_URL, timeout=self.http_timeout) as client:
             return any(client.get("/api/todos?limit=1").headers.get("x-instance") == instance for _ in range(tries))
 
-    def pages(self, order: str = "newest", limit: int = PAGE_MAX) -> Iterator[list[dict[str, Any]]]:
+    def pages(self, order: str = "newest", limit: int = PAGE_MAX) -> Generator[list[dict[str, Any]], None, None]:
         """The stored todos through the load balancer, a page at a time, following
         each page's `Link: <...>; rel="next"` (a relative URL) to the end."""
         url: str | None = f"/api/todos?limit={limit}&order={order}"
@@ -81,6 +82,11 @@ class Probes:
                 pass
             time.sleep(0.5)
         raise AssertionError(f"could not list the todos through the load balancer ({url})")
+
+    def newest(self, limit: int = PAGE_MAX) -> list[dict[str, Any]]:
+        """The newest todos, one page."""
+        with contextlib.closing(self.pages(limit=limit)) as pages:
+            return next(pages)
 
     def all_todos(self) -> list[dict[str, Any]]:
         """Every stored todo, newest first (every page)."""
@@ -142,17 +148,27 @@ class Probes:
         self.forget({str(t["id"]) for t in stored} | {a.id for run in runs for a in run.acknowledged})
         return rows
 
-    def redis_admin(self, args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def redis_node(self, command: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """A command as root on the Redis node."""
+        return self.on_node(first(REDIS_GROUP).name, command, check=check, timeout=timeout)
+
+    def redis_admin(
+        self, args: str, feed: str | None = None, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
         """redis-cli on the Redis node as the operators' user (its password read
-        there, never here); `args` are redis-cli's, as a shell string (so
-        `--eval FILE k1 , a1`, `--json SLOWLOG GET 128` or `< FILE --pipe` work).
+        there, never here). `args` are redis-cli's, as a shell string (`--json
+        SLOWLOG GET 128`, `... > FILE 2>&1 &`); `feed`, a shell command run on the
+        node whose output redis-cli reads as commands, one a line, each answered
+        before the next (batches: no single command holds Redis long).
         With `check`, an error reply fails the test too (redis-cli may exit 0)."""
         command = (
             f'REDISCLI_AUTH="$(cat {REDIS_ADMIN_PASSWORD_FILE})" redis-cli --user {REDIS_ADMIN_USER} --no-auth-warning '
             f"-p {TOPO.services.port('redis')} {args}"
         )
-        result = self.on_node(first(REDIS_GROUP).name, command, check=check, timeout=timeout)
-        if check and any(line.lstrip().startswith(REDIS_ERRORS) for line in result.stdout.splitlines()[:5]):
+        if feed:
+            command = f"{{ {feed} ; }} | {command}"
+        result = self.redis_node(command, check=check, timeout=timeout)
+        if check and any(line.lstrip().startswith(REDIS_ERRORS) for line in result.stdout.splitlines()):
             raise AssertionError(f"redis-cli {args[:200]!r} answered an error:\n{result.stdout[-2000:]}\n{result.stderr[-1000:]}")
         return result
 

@@ -1,9 +1,10 @@
 """The seed's failover and an OOM kill, on real VMs (cgroup v2), under a light load.
 
 qemu without KVM is about five times slower than native, so the load is light
-(10 requests/s, 1 POST in 5) and the waits are generous; the assertions are the
-same as on the nspawn lab: no client-visible failure, no todo lost or stored
-twice. How long each step takes on an emulated VM varies with the host (from one
+(10 requests/s, 1 POST in 5, for each of the two clients: the careful one and
+the naive one, see tests/failover/loadgen.py) and the waits are generous; the
+assertions are the same as on the nspawn lab: no client-visible failure for
+either client, no todo lost or stored twice. How long each step takes on an emulated VM varies with the host (from one
 run to the next, isolation took 1.4 s or 15 s), so the load does not run for a
 fixed count: it runs until the recovered instance has served it again, and stops
 there, bounded by its ceiling (1200 requests, 120 s).
@@ -17,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.failover.loadgen import LoadRun, LoadShape
+from tests.failover.loadgen import LoadRun, LoadShape, NaiveRun
 from tests.support.model import PUBLIC_URL, TOPO
 from tests.support.probes import assert_unharmed
 from tests.support.wait import wait_until
@@ -38,31 +39,48 @@ UNIT = f"todo-api@{SICK}"
 # an instance that stopped answering is NGINX's to retry on the other node; a
 # client giving up first would only send it back to the same stuck instance.
 LIGHT: LoadShape = {"total": 1200, "rate": 10.0, "max_seconds": 120.0, "retry_budget": 40.0, "request_timeout": 15.0}
+# The naive client at the same pace and bounds (its 16 connections, no retry and
+# 30 s timeout are its own: it waits out NGINX's read timeout too).
+NAIVE_LIGHT: LoadShape = {"total": LIGHT["total"], "rate": LIGHT["rate"], "max_seconds": LIGHT["max_seconds"]}
+
+
+def start_loads() -> tuple[LoadRun, LoadRun]:
+    """The careful and the naive client, started together."""
+    return LoadRun(PUBLIC_URL, **LIGHT).start(), NaiveRun(PUBLIC_URL, **NAIVE_LIGHT).start()
+
+
+def mark(runs: tuple[LoadRun, ...], name: str) -> None:
+    for run in runs:
+        run.mark(name)
 
 
 def served_by_the_load_since_recovery(run: LoadRun, instance: str) -> bool:
     return any(t >= run.marks["recover"] for t in run.served_times(instance))
 
 
-def finish(run: LoadRun, name: str) -> dict[str, Any]:
-    """Once the load itself has met the sick instance again, stop it and check what it saw."""
+def finish(runs: tuple[LoadRun, LoadRun], name: str) -> dict[str, Any]:
+    """Once the careful load has met the sick instance again, stop both and check
+    what each saw; the careful client's row back (it has the isolation times)."""
+    careful, _ = runs
     wait_until(
         f"the load served by instance {SICK} again",
-        lambda: served_by_the_load_since_recovery(run, SICK) or run.finished(),
+        lambda: served_by_the_load_since_recovery(careful, SICK) or careful.finished(),
         timeout=60,
     )
-    run.stop()
-    row = PROBES.settle(run, name, instance=SICK)
-    print(f"\n{name}: {row}")
-    assert row["requests"] < LIGHT["total"], "the load reached its ceiling before the recovered instance served it"
-    assert_unharmed(row, run)
-    return row
+    for run in runs:
+        run.stop()
+    rows = PROBES.settle_all(runs, name, instance=SICK)
+    for run, row in zip(runs, rows, strict=True):
+        print(f"\n{row['scenario']}: {row}")
+        assert row["requests"] < LIGHT["total"], f"{row['scenario']}: the load reached its ceiling first"
+        assert_unharmed(row, run)
+    return rows[0]
 
 
 def test_seed_scenario_stress_and_recover_light() -> None:
-    run = LoadRun(PUBLIC_URL, **LIGHT).start()
+    runs = start_loads()
     time.sleep(3)
-    run.mark("fault")
+    mark(runs, "fault")
     on_instance(SICK, f"todo-apictl --instance {SICK} stress")
     wait_until(f"instance {SICK} unhealthy", lambda: not instance_healthy(SICK), timeout=60)
     # The seed's own check: health through NGINX now only ever answers from the other instance.
@@ -70,11 +88,11 @@ def test_seed_scenario_stress_and_recover_light() -> None:
         seen = [client.get("/api/health").json() for _ in range(5)]
     assert [(h["instance"], h["status"]) for h in seen] == [(OTHER, "OK")] * 5, seen
     time.sleep(3)
-    run.mark("recover")
+    mark(runs, "recover")
     on_instance(SICK, f"todo-apictl --instance {SICK} clear")
     wait_until(f"instance {SICK} healthy", lambda: instance_healthy(SICK), timeout=60)
     wait_until(f"instance {SICK} back in rotation", lambda: serves_through_lb(SICK), timeout=60)
-    row = finish(run, "vagrant seed: stress + recover")
+    row = finish(runs, "vagrant seed: stress + recover")
     assert row["readmitted_after_s"] is not None, f"instance {SICK} never came back into rotation"
 
 
@@ -86,15 +104,15 @@ def test_past_memorymax_the_kernel_oom_kills_and_systemd_restarts() -> None:
     since = on_instance(SICK, "date '+%Y-%m-%d %H:%M:%S'").stdout.strip()
     assert on_instance(SICK, f"systemctl show -p MemoryMax --value {UNIT}").stdout.strip() == "536870912"
     assert on_instance(SICK, "stat -fc %T /sys/fs/cgroup").stdout.strip() == "cgroup2fs", "a real VM has cgroup v2"
-    run = LoadRun(PUBLIC_URL, **LIGHT).start()
+    runs = start_loads()
     time.sleep(3)
-    run.mark("fault")
+    mark(runs, "fault")
     # 700 MB against MemoryMax=512M: the kernel kills the unit before the call returns.
     on_instance(SICK, f"todo-apictl --instance {SICK} --timeout 60 stress --mb 700", check=False)
     wait_until(f"a restart of {UNIT}", lambda: restarts() > before, timeout=120)
-    run.mark("recover")
+    mark(runs, "recover")
     wait_until(f"instance {SICK} healthy after the OOM kill", lambda: instance_healthy(SICK), timeout=120)
     journal = on_instance(SICK, f"journalctl -u {UNIT} --since '{since}' --no-pager -o cat").stdout
-    row = finish(run, "vagrant: past MemoryMax, OOM kill")
+    row = finish(runs, "vagrant: past MemoryMax, OOM kill")
     assert "oom-kill" in journal, journal[-2000:]
     assert row["readmitted_after_s"] is not None, f"instance {SICK} never came back into rotation after its restart"
