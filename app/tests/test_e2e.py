@@ -156,3 +156,47 @@ def test_non_loopback_management_refused(tmp_path: Path, redis_server: RedisServ
     p = subprocess.run([str(BIN / "todo-api")], env=env, capture_output=True, timeout=30)
     assert p.returncode == 2
     assert b"refusing non-loopback address" in p.stderr
+
+
+def _raw(port: int, request: bytes, chunks: int = 0) -> str:
+    """Send a raw request (plus ``chunks`` x 4 KiB of an endless header) and read the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(request)
+        try:
+            for _ in range(chunks):
+                s.sendall(b"a" * 4096)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused before all of it was sent
+        out = b""
+        while True:
+            try:
+                data = s.recv(65536)
+            except (ConnectionResetError, TimeoutError):
+                break
+            if not data:
+                break
+            out += data
+            if b"\r\n\r\n" in out and (request.startswith(b"HEAD") or out.endswith(b"}")):
+                break
+    return out.decode("latin-1")
+
+
+def test_real_server_head_and_header_limit(server: Running) -> None:
+    server.messages("READY=1")
+    port = server.port
+    head = _raw(port, b"HEAD /api/todos HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert head.startswith("HTTP/1.1 200") and "x-total-count: " in head.lower()
+    assert head.endswith("\r\n\r\n")  # no body on the wire
+    # 20 headers of 1 KiB: a 20 KiB head -> 431 JSON, connection closed
+    many = b"".join(b"X-F%d: %s\r\n" % (i, b"v" * 1024) for i in range(20))
+    r = _raw(port, b"GET /api/todos HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n")
+    assert r.startswith("HTTP/1.1 431") and '"request header fields too large"' in r
+    # one endless header: refused once past the limit, not buffered (1 MiB was accepted)
+    r = _raw(port, b"GET /api/todos HTTP/1.1\r\nHost: x\r\nX-Big: ", chunks=256)
+    assert r.startswith("HTTP/1.1 431"), r[:200]
+    # under the limit (15 x 1 KiB): served
+    ok = b"".join(b"X-F%d: %s\r\n" % (i, b"v" * 1024) for i in range(14))
+    r = _raw(port, b"GET /livez HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + ok + b"\r\n")
+    assert r.startswith("HTTP/1.1 200"), r[:200]
+    # the server is fine afterwards
+    assert httpx.get(f"http://127.0.0.1:{port}/livez").status_code == 200

@@ -4,9 +4,10 @@ the fast path in it), all over one ``Runtime``. The management app is ``manageme
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from fastapi import FastAPI
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from . import __version__
 from .errors import install_error_handlers
@@ -17,12 +18,12 @@ from .runtime import Runtime
 from .service import TodoService
 
 
-def allowed_methods(app: FastAPI) -> AllowedMethods:
+def allowed_methods(routes: Iterable[BaseRoute]) -> AllowedMethods:
     """path -> every method of every route on it. Starlette answers a wrong method with the
     Allow of the first route that matched the path only (GET of GET /api/todos, not POST),
     and FastAPI routes have no HEAD: the middleware answers OPTIONS, HEAD and 405 from this."""
     table: dict[str, tuple[re.Pattern[str], set[str]]] = {}
-    for route in app.routes:
+    for route in routes:
         if isinstance(route, Route) and route.methods:
             _, methods = table.setdefault(route.path, (route.path_regex, set()))
             methods.update(route.methods)
@@ -51,8 +52,9 @@ def create_public_app(rt: Runtime) -> FastAPI:
     app.state.runtime = rt
     install_error_handlers(app, rt.metrics, rt.settings.retry_after_seconds)
     svc = TodoService(rt)
-    app.include_router(build_router(rt, svc))
-    app.add_middleware(
-        PublicMiddleware, rt=rt, fast=FastPath(rt, svc), allowed=allowed_methods(app)
-    )
+    router = build_router(rt, svc)
+    app.include_router(router)  # no prefix: the router's paths are the app's
+    # app.routes holds the included router as one opaque entry (FastAPI >= 0.16x): list both
+    allowed = allowed_methods([*app.routes, *router.routes])
+    app.add_middleware(PublicMiddleware, rt=rt, fast=FastPath(rt, svc), allowed=allowed)
     return app
