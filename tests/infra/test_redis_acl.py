@@ -7,6 +7,7 @@ node); the commands run with redis-cli on the redis node, as a client logging in
 from __future__ import annotations
 
 import shlex
+from dataclasses import dataclass, field
 
 import pytest
 import testinfra
@@ -44,8 +45,15 @@ def env_file(host: Host, path: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
 
 
+@dataclass(frozen=True)
+class Secret:
+    """A password that never shows in a test report."""
+
+    value: str = field(repr=False)
+
+
 @pytest.fixture(scope="module")
-def api_credentials(request: pytest.FixtureRequest) -> tuple[str, str]:
+def api_credentials(request: pytest.FixtureRequest) -> tuple[str, Secret]:
     """(user, password) of the first instance, from its environment file on its node."""
     instance = TOPO.instances[0]
     node = testinfra.get_host(
@@ -53,24 +61,24 @@ def api_credentials(request: pytest.FixtureRequest) -> tuple[str, str]:
     )
     assert API_GROUP in node.ansible.get_variables()["group_names"]
     env = env_file(node, f"/etc/todo-api/{instance.id}.env")
-    return env["TODO_API_REDIS_USERNAME"], env["TODO_API_REDIS_PASSWORD"]
+    return env["TODO_API_REDIS_USERNAME"], Secret(env["TODO_API_REDIS_PASSWORD"])
 
 
-def redis_as(host: Host, user: str, password: str, command: str) -> str:
+def redis_as(host: Host, user: str, password: Secret, command: str) -> str:
     out = host.run(
-        f"REDISCLI_AUTH={shlex.quote(password)} timeout 10 redis-cli --no-auth-warning --user {shlex.quote(user)}"
-        f" -h {LOOPBACK} -p {REDIS_PORT} {command}"
+        f"REDISCLI_AUTH={shlex.quote(password.value)} timeout 10 redis-cli --no-auth-warning --user {shlex.quote(user)}"
+        f" -h {LOOPBACK} -p {REDIS_PORT} {shlex.join(shlex.split(command))}"
     )
     return str(out.stdout) + str(out.stderr)
 
 
 @pytest.mark.parametrize("command", FORBIDDEN)
-def test_the_api_user_is_refused(host: Host, api_credentials: tuple[str, str], command: str) -> None:
+def test_the_api_user_is_refused(host: Host, api_credentials: tuple[str, Secret], command: str) -> None:
     answer = redis_as(host, *api_credentials, command)
     assert "NOPERM" in answer or "DEBUG command not allowed" in answer, answer
 
 
-def test_the_api_user_can_do_its_job(host: Host, api_credentials: tuple[str, str]) -> None:
+def test_the_api_user_can_do_its_job(host: Host, api_credentials: tuple[str, Secret]) -> None:
     assert redis_as(host, *api_credentials, "PING").strip() == "PONG"
     assert redis_as(host, *api_credentials, "ZCARD todos:order").strip().isdigit()
 
@@ -96,7 +104,7 @@ def test_the_exporter_has_its_own_read_only_user(host: Host) -> None:
     env = host.file("/etc/default/prometheus-redis-exporter")
     assert env.mode == 0o600
     creds = env_file(host, "/etc/default/prometheus-redis-exporter")
-    user, password = creds["REDIS_USER"], creds["REDIS_PASSWORD"]
+    user, password = creds["REDIS_USER"], Secret(creds["REDIS_PASSWORD"])
     assert redis_as(host, user, password, "INFO server").startswith("# Server")
     for command in ("CONFIG SET maxmemory 1", "GET todos:seq", "FLUSHALL"):
         assert "NOPERM" in redis_as(host, user, password, command), command
