@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -129,13 +129,16 @@ class TodoStore:
             # no backoff and no retry on timeouts: requests never hang on a dead Redis
             "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
             "retry_on_timeout": False,
-            "max_connections": 64,
         }
         if password:
             kwargs["password"] = password
         if username:  # ACL user (AUTH user pass); without it AUTH pass logs in as `default`
             kwargs["username"] = username
-        self.redis: Redis = Redis.from_url(url, **kwargs)
+        # A blocking pool: a request waits (up to `timeout`) for one of the 64 connections
+        # instead of failing at once. The default pool raised "Too many connections" (a 503
+        # "storage unavailable" though Redis was fine) under 100 concurrent requests.
+        pool = BlockingConnectionPool.from_url(url, max_connections=64, timeout=timeout, **kwargs)
+        self.redis: Redis = Redis.from_pool(pool)  # owns the pool: aclose() closes it
         self._list = self.redis.register_script(_LIST)
         self._create = self.redis.register_script(_CREATE)
         self._patch = self.redis.register_script(_PATCH)
