@@ -195,6 +195,10 @@ def test_page_live_failover(target: Target, browser: Any, artifacts: Path) -> No
         overflow = driver.execute_script("return document.documentElement.scrollWidth")
         driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
         assert overflow <= 390, f"the page is {overflow} px wide at a 390 px viewport"
+
+        # -- the page works under the edge's Content-Security-Policy: nothing refused ---------------
+        refused = [e["message"] for e in driver.get_log("browser") if "Content Security Policy" in e["message"]]
+        assert not refused, refused
     finally:
         if stressed:
             target.apictl("1", "clear")
