@@ -11,7 +11,8 @@
 (() => {
   // Every setting (timings, the instances and their nodes, the operator's commands) comes from
   // config.json, which the frontend role renders from the system model: none is repeated here.
-  const STATES = ["OK", "UNHEALTHY", "DOWN"];
+  // DEGRADED: the instance is fine and in rotation, but Redis does not answer it.
+  const STATES = ["OK", "DEGRADED", "UNHEALTHY", "DOWN"];
 
   let cfg = null;
   const cards = new Map(); // instance id -> {el, state, data}
@@ -354,7 +355,9 @@
       } else {
         const msg = `Instance ${id}: ${prev} → ${describe(state, data)}`;
         logEvent(msg);
-        announce(msg + (state === "OK" ? "" : ". It is out of the load balancer; see how to repair it."));
+        const out = state === "UNHEALTHY" || state === "DOWN";
+        const why = state === "DEGRADED" ? ". It still serves; its storage (Redis) does not answer." : "";
+        announce(msg + (out ? ". It is out of the load balancer; see how to repair it." : why));
       }
     }
   }
