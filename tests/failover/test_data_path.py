@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.model import API_GROUP, PUBLIC_URL, TOPO
+from tests.support.model import API_GROUP, INSTANCE_NODE, PUBLIC_URL, TOPO
 from tests.support.wait import wait_until
 
 from .scenario import PROBES, assert_clean, finish, load
@@ -263,3 +263,25 @@ def slowlog_entries() -> list[dict[str, Any]]:
     except ValueError as exc:
         raise AssertionError(f"redis-cli --json SLOWLOG GET gave no JSON: {raw[:500]}") from exc
     return [{"us": int(e[2]), "args": [str(a) for a in e[3]], "client": str(e[4])} for e in entries]
+
+
+def test_redis_full_refuses_writes_clearly_and_ejects_no_instance() -> None:
+    """Redis at maxmemory (noeviction): writes get the API's own JSON 507 "storage full",
+    reads keep working, and NGINX keeps both instances (507 is neither retried nor
+    counted: an instance is not sick because the shared Redis is full)."""
+    before = PROBES.redis_admin("CONFIG GET maxmemory").stdout.split()[-1]
+    statuses: list[tuple[int, str, str | None]] = []
+    try:
+        PROBES.redis_admin("CONFIG SET maxmemory 1")
+        with httpx.Client(base_url=PUBLIC_URL, timeout=10) as client:
+            for n in range(6):  # more than max_fails per instance, were they counted
+                r = client.post("/api/todos", json={"texto": f"while Redis is full {uuid.uuid4().hex[:8]} #{n}"})
+                statuses.append((r.status_code, r.json().get("error", ""), r.headers.get("retry-after")))
+            served = {client.get("/api/todos?limit=1").headers.get("x-instance") for _ in range(10)}
+            health = client.get("/api/health").json()
+    finally:
+        PROBES.redis_admin(f"CONFIG SET maxmemory {before}")
+    print(f"\nredis full: POSTs {statuses}; GETs served by {sorted(str(s) for s in served)}; health {health['status']}")
+    assert all(s == 507 and e == "storage full" and ra for s, e, ra in statuses), statuses
+    assert served == set(INSTANCE_NODE), f"an instance was ejected while Redis was full: GETs served by {served}"
+    assert health["status"] == "OK" and health["redis"] == "ok", health

@@ -79,6 +79,14 @@ def test_alert_rules_loaded(group: Group, addr: Addr) -> None:
     assert {"TargetDown", "TodoApiInstanceUnhealthy", "TodoApiMemoryHigh", "TodoApi5xxRatioHigh"} <= names
 
 
+def test_prometheus_lifecycle_api_is_off(group: Group, addr: Addr) -> None:
+    """Whoever reaches Prometheus must not be able to stop it (it reloads through systemd)."""
+    for path in ("/-/quit", "/-/reload"):
+        status, _, body = http(prometheus(group, addr, path), method="POST")
+        assert status == 403 and b"Lifecycle API is not enabled" in body, (path, status, body[:200])
+    assert http(prometheus(group, addr, "/-/healthy"))[0] == 200
+
+
 @pytest.mark.disruptive
 def test_json_503_when_no_instance(host: Host, lb_url: str, group: Group) -> None:
     """Stop every instance (this test runs once per api host: the last one checks)."""

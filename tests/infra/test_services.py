@@ -83,6 +83,8 @@ def test_todo_api(host: Host) -> None:
         assert svc.is_running and svc.is_enabled
         assert host.check_output(f"systemctl show todo-api@{n} -p MemoryMax") == "MemoryMax=536870912"
         assert host.check_output(f"systemctl show todo-api@{n} -p User --value") == "todo-api"
+        # the default 1024 made an instance unreachable under ~1,100 idle connections
+        assert int(host.check_output(f"systemctl show todo-api@{n} -p LimitNOFILE --value")) >= 65536
         env = host.file(f"/etc/todo-api/{n}.env")
         assert env.mode == 0o640 and env.user == "root" and env.group == "todo-api"
         assert host.socket(f"unix://{instance.socket}").is_listening
