@@ -28,6 +28,7 @@ DEFAULT_INVENTORY = REPO / "inventory" / "lab" / "hosts.yml"
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "disruptive: stops services on the lab and starts them again")
     config.addinivalue_line("markers", "idempotence: runs playbooks/site.yml again (slow)")
+    config.addinivalue_line("markers", "edge_load: needs upstreams faster than the edge's per-client rate (not on emulated VMs)")
     if not config.getoption("ansible_inventory", None):
         config.option.ansible_inventory = str(DEFAULT_INVENTORY)
 

@@ -120,16 +120,19 @@ def test_too_many_connections_from_one_client_get_a_json_429() -> None:
     assert is_error_json(body), body
 
 
+@pytest.mark.edge_load
 def test_a_client_over_its_request_rate_gets_a_json_429() -> None:
     """limit_req: curl, 200 requests at a time (under the connection budget), 10,000 in all.
     While requests are accepted the instances pace the client, so it goes over the rate as
-    long as they answer in under 200 ms; once refused, the edge answers at once."""
+    long as they answer in under 200 ms; once refused, the edge answers at once. Not on the
+    Vagrant route (marker edge_load): emulated VMs serve far below the rate, so no client can
+    go over it there; the site file is the same on both routes."""
     fmt = "%{http_code} %{content_type} retry-after=%header{retry-after} x-instance=%header{x-instance}\\n"
     started = time.monotonic()
     burst = subprocess.run(
-        ["curl", "-s", "--parallel", "--parallel-max", "200", "-o", "/dev/null", "-w", fmt,
+        ["curl", "-s", "--max-time", "20", "--parallel", "--parallel-max", "200", "-o", "/dev/null", "-w", fmt,
          f"{PUBLIC_URL}/api/todos?limit=1&n=[1-10000]"],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True, text=True, timeout=300, check=False,
     )
     answers = Counter(burst.stdout.splitlines())
     print(f"\nburst of 10,000 in {time.monotonic() - started:.2f} s:", dict(answers))
