@@ -76,6 +76,15 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 @pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server of the test's own, to stop, restart or fill without touching the others'."""
+    srv = RedisServer(free_port())
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
 def rdb(redis_server: RedisServer) -> Iterator[redis.Redis]:
     c = redis_server.client()
     c.flushdb()

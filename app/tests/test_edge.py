@@ -5,14 +5,14 @@ errors without internals."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 import redis
 
-from tests.conftest import RedisServer, free_port
+from tests.conftest import RedisServer
 
 JSON = {"Content-Type": "application/json"}
 
@@ -144,21 +144,13 @@ async def test_concurrent_keyless_retries_store_once(
     assert rdb.hlen("todos:data") == 1
 
 
-@pytest.fixture
-def full_redis() -> Iterator[RedisServer]:
-    srv = RedisServer(free_port())
-    srv.start()
-    yield srv
-    srv.stop()
-
-
 async def test_storage_full_is_507_and_loses_nothing(
-    make_client: Callable[..., Any], full_redis: RedisServer
+    make_client: Callable[..., Any], own_redis: RedisServer
 ) -> None:
-    c, _ = await make_client(redis_url=full_redis.url)
+    c, _ = await make_client(redis_url=own_redis.url)
     t = await c.post("/api/todos", json={"texto": "antes"}, headers={"Idempotency-Key": "k"})
     assert t.status_code == 201
-    admin = full_redis.client()
+    admin = own_redis.client()
     admin.config_set("maxmemory-policy", "noeviction")
     admin.config_set("maxmemory", "1")  # everything is over it now
     for kw in ({"json": {"texto": "lleno"}},

@@ -1,19 +1,9 @@
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import pytest
-
-from tests.conftest import RedisServer, free_port
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    srv = RedisServer(free_port())
-    srv.start()
-    yield srv
-    srv.stop()
+from tests.conftest import RedisServer
 
 
 async def test_redis_down_then_back(
