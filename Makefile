@@ -46,7 +46,7 @@ lab: deps ## boot the lab's nodes and provision them with playbooks/site.yml
 	$(MAKE) --no-print-directory provision
 	@echo
 	@echo "halab is up. Try:"
-	@echo "  curl -s http://$$($(PY) -c 'import lab.topology as t; print(t.load().node("lb").address)')/api/health | jq"
+	@echo "  curl -s http://$$($(PY) -c 'import lab.topology as t; print(t.load().public_address)')/api/health | jq"
 	@echo "  $(LABCTL) status        $(LABCTL) ssh app1        make down"
 
 provision: ## run playbooks/site.yml on the running lab

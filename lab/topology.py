@@ -103,6 +103,7 @@ class Services:
     ports: Mapping[str, int]
     management_socket: str
     limits: Mapping[str, int]
+    balancer_state_file: str = "/run/halab/balancer.json"
 
     def port(self, name: str) -> int:
         try:
@@ -160,6 +161,9 @@ class Topology:
             raise ValueError("several load balancers need a floating address named 'public' in topology.yml")
         return balancers[0].address
 
+    def floating_in(self, group: str) -> tuple[FloatingAddress, ...]:
+        return tuple(f for f in self.floating if f.group == group)
+
     @property
     def public_url(self) -> str:
         port = self.services.port("http")
@@ -172,7 +176,12 @@ class Topology:
 def _services(raw: Mapping[str, Any]) -> Services:
     ports = {str(k): int(v) for k, v in (raw.get("ports") or {}).items()}
     limits = {str(k): int(v) for k, v in (raw.get("limits") or {}).items()}
-    return Services(ports=ports, management_socket=str(raw["management_socket"]), limits=limits)
+    return Services(
+        ports=ports,
+        management_socket=str(raw["management_socket"]),
+        limits=limits,
+        balancer_state_file=str(raw["balancer_state_file"]),
+    )
 
 
 def load(path: Path = TOPOLOGY_FILE) -> Topology:
@@ -199,6 +208,10 @@ def load(path: Path = TOPOLOGY_FILE) -> Topology:
         FloatingAddress(name=name, address=inside(name, spec["address"]), group=spec["group"])
         for name, spec in (raw.get("floating") or {}).items()
     )
+    groups = {g for n in nodes for g in n.groups}
+    for fl in floating:
+        if fl.group not in groups:
+            raise ValueError(f"{path.name}: floating address {fl.name!r} moves in group {fl.group!r}, which has no node")
     taken = [n.address for n in nodes] + [f.address for f in floating] + [net["gateway"]]
     duplicates = sorted({a for a in taken if taken.count(a) > 1})
     if duplicates:

@@ -10,6 +10,7 @@ without a group_vars file per inventory or a copy of any value.
 
 from __future__ import annotations
 
+import ipaddress
 import sys
 from pathlib import Path
 from typing import Any
@@ -55,10 +56,17 @@ class VarsModule(BaseVarsPlugin):
         model_file = loader.load_from_file(str(topology.TOPOLOGY_FILE), cache="all", unsafe=True)
         rules = loader.load_from_file(str(RULES_FILE), cache="all", unsafe=True, trusted_as_template=True)
         services = model_file["services"]
+        network = ipaddress.IPv4Network(model_file["network"]["cidr"])
         model = {
             "ports": dict(services["ports"]),
             "management_socket": services["management_socket"],
             "limits": dict(services["limits"]),
+            "balancer_state_file": services["balancer_state_file"],
+            # addresses that move between a group's members (VRRP): name -> address, group, prefix
+            "floating": {
+                str(name): {"address": spec["address"], "group": spec["group"], "prefixlen": network.prefixlen}
+                for name, spec in (model_file.get("floating") or {}).items()
+            },
             "credentials_dir": str(topology.REPO_ROOT / "playbooks" / "credentials"),
             # the inventory groups the roles are written against (playbooks' `hosts:` name them too)
             "groups": {

@@ -117,6 +117,6 @@ def test_node_identity_files() -> None:
     app1 = topo.node("app1")
     hosts = node.hosts_file(app1, topo)
     assert "127.0.1.1 app1.halab.test app1" in hosts and app1.address not in hosts
-    assert f"{topo.node('lb').address} lb.halab.test lb" in hosts
+    assert f"{topo.node('lb1').address} lb1.halab.test lb1" in hosts
     expected = f"address {app1.address}/{topo.prefixlen}\n    gateway {topo.gateway}\n"
     assert expected in node.interfaces_file(app1, topo)

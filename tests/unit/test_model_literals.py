@@ -41,6 +41,7 @@ def model_literals(topo: topology.Topology) -> dict[str, re.Pattern[str]]:
             values[f"port {name}"] = re.compile(rf"(?<![\w.-]){port}(?![\w])")
     prefix, _, suffix = topo.services.management_socket.partition("{instance}")
     values["management socket"] = re.compile(re.escape(prefix) + r".{1,40}?" + re.escape(suffix))
+    values["balancer state file"] = re.compile(re.escape(topo.services.balancer_state_file))
     return values
 
 
