@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from tests.support.lab import on_node
-from tests.support.model import INSTANCE_NODE, PUBLIC_URL
+from tests.support.model import INSTANCE_NODE, LOADBALANCER_GROUP, PUBLIC_URL, TOPO
 from tests.support.run import REPO
 
 ARTIFACTS = REPO / "artifacts" / "browser"
@@ -46,6 +46,11 @@ class Target:
     url: str
     node_of: dict[str, str]  # instance -> node (for messages)
     apictl: Callable[[str, str], subprocess.CompletedProcess[str]]  # (instance, verb): todo-apictl on its node
+    balancers: list[str]  # the load balancers the page must show, in the model's order
+    public_address: str  # the floating address the MASTER holds
+    # Loopback only: the stand-in of keepalived's notify hook (a state, or None: no state file).
+    # On the lab keepalived writes the file; the tests never fake it there.
+    set_balancer_state: Callable[[str | None], None] | None = None
 
 
 def _lab_target() -> Target:
@@ -58,7 +63,13 @@ def _lab_target() -> Target:
     def apictl(instance: str, verb: str) -> subprocess.CompletedProcess[str]:
         return on_node(INSTANCE_NODE[instance], f"todo-apictl --instance {instance} {verb}", timeout=180)
 
-    return Target(url=url, node_of=dict(INSTANCE_NODE), apictl=apictl)
+    return Target(
+        url=url,
+        node_of=dict(INSTANCE_NODE),
+        apictl=apictl,
+        balancers=[n.name for n in TOPO.group(LOADBALANCER_GROUP)],
+        public_address=TOPO.public_address,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -69,7 +80,14 @@ def target() -> Iterator[Target]:
 
         stack = LocalStack().start()
         try:
-            yield Target(url=stack.url, node_of=dict.fromkeys(stack.sockets, "local"), apictl=stack.apictl)
+            yield Target(
+                url=stack.url,
+                node_of=dict.fromkeys(stack.sockets, "local"),
+                apictl=stack.apictl,
+                balancers=list(stack.balancers),
+                public_address=stack.public_address,
+                set_balancer_state=stack.set_balancer_state,
+            )
         finally:
             stack.stop()
     elif kind == "lab":

@@ -3,6 +3,11 @@ NGINX whose site is rendered from roles/nginx_lb's own templates (so the /status
 here are the ones the role deploys), serving roles/frontend/files/www and a config.json rendered
 from roles/frontend's template.
 
+One load balancer here, named like this machine (NGINX's $hostname, which it sends as X-Balancer),
+whose /status/balancers/<name> path proxies to this same NGINX's /status/balancer. No keepalived
+runs on loopback, so the stack writes a stand-in VRRP state file (MASTER of the loopback "public"
+address) into its temporary directory; on the lab, keepalived's notify hook writes the real one.
+
     .venv/bin/python -m tests.browser.local_stack      # runs until Ctrl-C, prints the URL
     HALAB_BROWSER_TARGET=local .venv/bin/pytest -q tests/browser
 
@@ -16,8 +21,10 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -36,6 +43,8 @@ NGINX_LB = REPO / "roles" / "nginx_lb"
 FRONTEND = REPO / "roles" / "frontend"
 
 INSTANCES = (1, 2)
+# The one load balancer: NGINX names itself with gethostname() (lower-cased) in $hostname.
+BALANCER = socket.gethostname().lower()
 
 
 def _free_ports() -> dict[str, int]:
@@ -80,6 +89,10 @@ class LocalStack:
         socket = f"{self.dir}/manage-{{instance}}.sock"
         self.instances = api_instances([("local", LOOPBACK, INSTANCES)], self.ports["api"], socket)
         self.sockets = {str(i.id): i.socket for i in self.instances}
+        self.balancers = [BALANCER]
+        self.public_address = LOOPBACK
+        # Stand-in for keepalived's state file, on the loopback route ONLY (see the module's doc).
+        self.balancer_state_file = self.dir / "balancer.json"
 
     # -- what the page needs --------------------------------------------------------------
     def _vars(self) -> dict[str, Any]:
@@ -88,12 +101,21 @@ class LocalStack:
         # The model as the halab_model plugins give it to the roles, on loopback ports.
         ports = {**TOPO.services.ports, "http": self.ports["nginx"], "todo_api": self.ports["api"],
                  "nginx_stub_status": self.ports["stub"], "prometheus": self.ports["prometheus"]}
+        halab = {
+            "ports": ports,
+            "limits": dict(TOPO.services.limits),
+            "groups": {"loadbalancer": LOADBALANCER_GROUP, "api": API_GROUP, "monitoring": MONITORING_GROUP},
+            "balancer_state_file": str(self.balancer_state_file),
+            "floating": {"public": {"address": self.public_address, "group": LOADBALANCER_GROUP, "prefixlen": 32}},
+        }
         variables.update(
             ansible_managed="rendered by tests/browser/local_stack.py",
-            groups={API_GROUP: [host], MONITORING_GROUP: [host], LOADBALANCER_GROUP: [host]},
-            hostvars={host: {"halab_address": LOOPBACK}},
-            inventory_hostname=host,
-            halab={"ports": ports, "limits": dict(TOPO.services.limits)},
+            groups={API_GROUP: [host], MONITORING_GROUP: [host], LOADBALANCER_GROUP: self.balancers},
+            hostvars={name: {"halab_address": LOOPBACK} for name in [host, *self.balancers]},
+            inventory_hostname=BALANCER,
+            halab=halab,
+            halab_address=LOOPBACK,
+            halab_public_address=self.public_address,
             halab_api_instances=[asdict(i) for i in self.instances],
             nginx_lb_web_root=str(self.dir / "www"),
         )
@@ -140,6 +162,19 @@ http {{
         cfg = _env().get_template("config.json.j2").render(**v)
         (www / "config.json").write_text(cfg)
 
+    def set_balancer_state(self, state: str | None) -> None:
+        """The stand-in of keepalived's notify hook (loopback only): write the state file as it does
+        (JSON, atomically by rename, 0644), or remove it (None: keepalived not running)."""
+        if state is None:
+            self.balancer_state_file.unlink(missing_ok=True)
+            return
+        record = {"node": BALANCER, "address": LOOPBACK, "floating": "public",
+                  "floating_address": self.public_address, "state": state, "since": round(time.time(), 3)}
+        tmp = self.balancer_state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record) + "\n")
+        tmp.chmod(0o644)
+        tmp.replace(self.balancer_state_file)
+
     # -- processes ------------------------------------------------------------------------
     def _spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> None:
         log = open(self.dir / f"{name}.log", "wb")  # noqa: SIM115 (kept open for the child)
@@ -166,6 +201,7 @@ http {{
             for inst in self.instances:
                 _wait_port(inst.port)
             self._web_root()
+            self.set_balancer_state("MASTER")
             conf = self.dir / "nginx.conf"
             conf.write_text(self._nginx_conf())
             subprocess.run(["nginx", "-t", "-q", "-p", str(self.dir), "-c", str(conf)], check=True)

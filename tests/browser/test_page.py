@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tests.support.net import http
 from tests.support.wait import wait_until
 
 from .conftest import Target
@@ -208,3 +209,90 @@ def test_page_live_failover(target: Target, browser: Any, artifacts: Path) -> No
                     api(target.url, "DELETE", f"/api/todos/{todo['id']}")
         except Exception as exc:  # cleanup only; the test's own result stands
             print(f"could not delete the test's todos: {exc}")
+
+
+def balancer_panel(driver: Any) -> dict[str, Any]:
+    script = """
+      const ul = document.querySelector('#balancers');
+      if (!ul) return {};
+      const cards = [...ul.querySelectorAll('.balancer')].map(el => ({
+        name: el.dataset.balancer || '', state: el.dataset.state || '',
+        badge: el.querySelector('.state-text').textContent, since: el.querySelector('.balancer-since').textContent,
+        you: !el.querySelector('.balancer-you').hidden, youText: el.querySelector('.balancer-you').textContent}));
+      return {cards, you: ul.dataset.you || '', holders: ul.dataset.holders || '',
+              line: document.querySelector('#balancer-you').textContent,
+              live: document.querySelector('#balancers-live').getAttribute('aria-live'),
+              announced: document.querySelector('#balancers-live').textContent};
+    """
+    return dict(driver.execute_script(script))
+
+
+def one_holder_talking(driver: Any) -> dict[str, Any] | None:
+    """The panel once every load balancer has answered, exactly one holds the address and this
+    page's answers come from it; None until then."""
+    panel = balancer_panel(driver)
+    cards = panel.get("cards") or []
+    settled = cards and all(c["state"] != "UNKNOWN" for c in cards)
+    holders = [c["name"] for c in cards if c["state"] == "MASTER"]
+    return panel if settled and len(holders) == 1 and panel["you"] == holders[0] else None
+
+
+def test_balancer_panel(target: Target, browser: Any, artifacts: Path) -> None:
+    """Every load balancer of the model is shown; exactly one holds the public address, and it is
+    the one this page talks to (X-Balancer). On the loopback route the one load balancer's state
+    is a stand-in file (no keepalived there): it is also flipped to FAULT and back, and the
+    change of holder is announced."""
+    driver = browser
+    driver.get(target.url)
+    try:
+        settled = wait_for("one load balancer holding the address, and the page talking to it",
+                           lambda: one_holder_talking(driver), 15, step=0.25)
+    except AssertionError:
+        print(f"balancer panel: {balancer_panel(driver)}")
+        raise
+    assert settled is not None
+    panel: dict[str, Any] = settled
+    cards = {c["name"]: c for c in panel["cards"]}
+    print("load balancers: " + "; ".join(f"{c['name']}: {c['state']} ({c['badge']}) {c['since']}" for c in panel["cards"]))
+    print(f"talking to: {panel['line'].strip()}")
+    assert [c["name"] for c in panel["cards"]] == target.balancers, panel
+    holder = panel["holders"]
+    assert cards[holder]["badge"] == f"holds {target.public_address}", cards[holder]
+    assert "Since" in cards[holder]["since"], cards[holder]
+    assert f"you are talking to {holder}" in panel["line"].lower(), panel["line"]
+    assert cards[holder]["you"] and cards[holder]["youText"] == f"you are talking to {holder}", cards[holder]
+    assert not any(c["you"] for c in panel["cards"] if c["name"] != holder), panel
+    assert panel["live"] == "polite", panel
+    # the page's view matches what a plain client of the public URL is told
+    _, headers, _ = http(target.url)
+    assert headers["X-Balancer"].split(".")[0].lower() == holder, headers["X-Balancer"]
+    screenshot(driver, artifacts / "05-balancers.png", max_height=1000)
+    screenshot(driver, artifacts / "05-balancers-390px.png", width=390, mobile=True, max_height=1200)
+    phone = {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True}
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", phone)
+    overflow = driver.execute_script("return document.documentElement.scrollWidth")
+    driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    assert overflow <= 390, f"the page is {overflow} px wide at a 390 px viewport"
+
+    if target.set_balancer_state is not None:
+        # loopback only: the stand-in notify hook; the lab's keepalived is tested by tests/failover
+        try:
+            target.set_balancer_state("FAULT")
+            wait_for("FAULT shown, no holder announced", lambda: (
+                (p := balancer_panel(driver))["cards"][0]["state"] == "FAULT" and "No load balancer holds" in p["announced"]
+            ), 5)
+            faulted = balancer_panel(driver)
+            print(f"stand-in FAULT: {faulted['cards'][0]['badge']}; announced: {faulted['announced']}")
+            screenshot(driver, artifacts / "06-balancer-fault.png", max_height=1000)
+            target.set_balancer_state(None)
+            wait_for("UNKNOWN shown without a state file", lambda: balancer_panel(driver)["cards"][0]["state"] == "UNKNOWN", 5)
+            target.set_balancer_state("MASTER")
+            again = wait_for("the holder back and announced", lambda: (
+                (p := one_holder_talking(driver)) is not None and "now holds" in p["announced"] and p["announced"]
+            ), 5)
+            print(f"stand-in MASTER again; announced: {again}")
+        finally:
+            target.set_balancer_state("MASTER")
+
+    refused = [e["message"] for e in driver.get_log("browser") if "Content Security Policy" in e["message"]]
+    assert not refused, refused

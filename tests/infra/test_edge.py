@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.support.model import PUBLIC_URL, TOPO
+from tests.support.model import LOADBALANCER_GROUP, PUBLIC_URL, TOPO
 from tests.support.net import http
 
 # Where the load balancer answers on its own: what it must say, and its status.
@@ -26,6 +26,14 @@ NGINX_ERRORS = [
     ("GET", "/api/health", {"X-Filler": "a" * 20000}, b"", 431),
     ("POST", "/api/todos", {"Content-Type": "application/json"}, b"x" * (TOPO.services.limits["max_body_bytes"] + 1), 413),
 ]
+
+
+# Every answer names the load balancer that sent it (X-Balancer: NGINX's $hostname, the node's name).
+BALANCERS = {n.name for n in TOPO.group(LOADBALANCER_GROUP)}
+
+
+def balancer_of(value: str | None) -> str:
+    return (value or "").split(".")[0].lower()
 
 
 def is_error_json(body: bytes) -> bool:
@@ -42,6 +50,7 @@ def test_every_error_of_the_edge_is_json(method: str, path: str, headers: dict[s
     assert got == status, (got, got_body[:200])
     assert got_headers["Content-Type"].startswith("application/json")
     assert is_error_json(got_body), got_body[:200]
+    assert balancer_of(got_headers["X-Balancer"]) in BALANCERS, got_headers["X-Balancer"]
 
 
 def test_a_request_it_cannot_read_gets_json_too() -> None:
@@ -68,6 +77,7 @@ def test_the_page_has_security_headers() -> None:
     assert response.headers["referrer-policy"] == "no-referrer"
     csp = response.headers["content-security-policy"]
     assert "default-src 'none'" in csp and "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert balancer_of(response.headers.get("x-balancer")) in BALANCERS, response.headers.get("x-balancer")
 
 
 def test_methods_through_the_edge() -> None:

@@ -2,8 +2,10 @@
 // No framework, no build step. Talks to two kinds of paths on the load balancer:
 //   /api/...            the todo API, load balanced (every answer names its instance: X-Instance);
 //   /status/...         read-only status NGINX exposes for this page: each instance's health probed
-//                       directly (no retry on the other instance), and the share of recent
-//                       requests from Prometheus (a fixed query, so no PromQL comes from browsers).
+//                       directly (no retry on the other instance), the share of recent
+//                       requests from Prometheus (a fixed query, so no PromQL comes from browsers),
+//                       and each load balancer's VRRP state (keepalived's, asked of that node).
+// Every answer names the load balancer that sent it (X-Balancer): the one this page talks to.
 // It never offers to repair a node: a request through the load balancer cannot reach a node the
 // load balancer has isolated. It shows how an operator does it instead.
 "use strict";
@@ -13,10 +15,16 @@
   // config.json, which the frontend role renders from the system model: none is repeated here.
   // DEGRADED: the instance is fine and in rotation, but Redis does not answer it.
   const STATES = ["OK", "DEGRADED", "UNHEALTHY", "DOWN"];
+  // A load balancer's state: keepalived's (MASTER holds the public address, BACKUP stands by,
+  // FAULT, STOP), DOWN (it does not answer) or UNKNOWN (it has no state yet, or no answer at all).
+  const LB_STATES = ["MASTER", "BACKUP", "FAULT", "STOP", "DOWN", "UNKNOWN"];
 
   let cfg = null;
   const cards = new Map(); // instance id -> {el, state, data}
   const recent = []; // X-Instance of this page's recent API answers
+  const lbCards = new Map(); // load balancer name -> {el, state, seen}
+  let talkingTo = null; // the load balancer that sent this page's last answer (X-Balancer)
+  let announced = null; // {holders, talkingTo} as last announced
   const $ = (sel, root = document) => root.querySelector(sel);
 
   // ---------- small helpers ----------
@@ -40,8 +48,8 @@
     return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
   }
 
-  function announce(text) {
-    const live = $("#cluster-live");
+  function announce(text, where = "#cluster-live") {
+    const live = $(where);
     live.textContent = "";
     // a fresh text node so screen readers announce a repeated message too
     setTimeout(() => (live.textContent = text), 50);
@@ -64,6 +72,7 @@
       return { ok: false, status: 0, data: null, instance: null };
     }
     showBanner("");
+    const balancer = noteBalancer(res);
     const instance = res.headers.get("X-Instance");
     let data = null;
     if (res.status !== 204) {
@@ -78,7 +87,7 @@
       while (recent.length > cfg.recentWindow) recent.shift();
       renderLocalShares();
     }
-    logRequest(method, path, res.status, instance, performance.now() - t0);
+    logRequest(method, path, res.status, instance, performance.now() - t0, balancer);
     return {
       ok: res.ok,
       status: res.status,
@@ -93,11 +102,12 @@
     return r.instance ? `instance ${r.instance}` : "no instance (the load balancer itself)";
   }
 
-  function logRequest(method, path, status, instance, ms) {
+  function logRequest(method, path, status, instance, ms, balancer) {
     const ol = $("#requests");
     const li = document.createElement("li");
     li.dataset.instance = instance || "";
-    li.textContent = `${clock()} ${method} ${path} → ${status}${instance ? `, instance ${instance}` : ""} (${Math.round(ms)} ms)`;
+    const via = balancer ? ` via ${balancer}` : "";
+    li.textContent = `${clock()} ${method} ${path} → ${status}${instance ? `, instance ${instance}` : ""}${via} (${Math.round(ms)} ms)`;
     ol.prepend(li);
     while (ol.children.length > 8) ol.lastElementChild.remove();
   }
@@ -396,6 +406,198 @@
     loop();
   }
 
+  // ---------- the load balancers panel ----------
+  // Each load balancer's state file, asked of THAT node by the one this page talks to
+  // (/status/balancers/<name>); all of them every pollMs, together, so the holder is one snapshot.
+  function balancerName(header) {
+    // X-Balancer is the node's hostname: its inventory name, or that name plus a domain
+    const h = String(header).trim().toLowerCase();
+    const b = (cfg.balancers || []).find((x) => h === x.name.toLowerCase() || h.startsWith(`${x.name.toLowerCase()}.`));
+    return b ? b.name : h;
+  }
+
+  function noteBalancer(res) {
+    const header = res.headers.get("X-Balancer");
+    if (!header) return null;
+    talkingTo = balancerName(header);
+    return talkingTo;
+  }
+
+  function ago(seconds) {
+    const s = Math.max(0, Math.floor(seconds));
+    if (s < 1) return "just now";
+    if (s < 60) return `${s} s ago`;
+    if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s ago`;
+    if (s < 86400) return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min ago`;
+    return `${Math.floor(s / 86400)} d ${Math.floor((s % 86400) / 3600)} h ago`;
+  }
+
+  function holdsText(data) {
+    return `holds ${(data && data.floating_address) || cfg.publicAddress}`;
+  }
+
+  function badge(state, data) {
+    if (state === "MASTER") return holdsText(data);
+    if (state === "BACKUP") return "standby";
+    return state;
+  }
+
+  function explain(state, data) {
+    switch (state) {
+      case "MASTER":
+        return "MASTER: answers on the public address";
+      case "BACKUP":
+        return "BACKUP: takes the address over if the holder fails";
+      case "FAULT":
+        return "FAULT: keepalived sees a problem here and will not take the address";
+      case "STOP":
+        return "STOP: keepalived stopped on this node";
+      case "DOWN":
+        return "DOWN: it does not answer";
+      default:
+        return data && data.state === "UNKNOWN"
+          ? "UNKNOWN: keepalived has written no state on it yet"
+          : "UNKNOWN: its status path does not answer";
+    }
+  }
+
+  function buildBalancers() {
+    const ul = $("#balancers");
+    const tpl = $("#balancer-template");
+    $("#public-address").textContent = cfg.publicAddress || "–";
+    for (const b of cfg.balancers || []) {
+      const li = tpl.content.firstElementChild.cloneNode(true);
+      li.dataset.balancer = b.name;
+      const title = `balancer-${b.name}-title`;
+      li.querySelector("article").setAttribute("aria-labelledby", title);
+      const h = li.querySelector(".balancer-name");
+      h.id = title;
+      h.textContent = b.name;
+      if (b.address) {
+        const small = document.createElement("span");
+        small.className = "node";
+        small.textContent = ` ${b.address}`;
+        h.append(small);
+      }
+      ul.append(li);
+      lbCards.set(b.name, { el: li, state: null, seen: 0 });
+    }
+  }
+
+  function renderBalancer(b, state, data) {
+    const card = lbCards.get(b.name);
+    const el = card.el;
+    const prev = card.state;
+    if (prev !== state) {
+      card.seen = Date.now();
+      logEvent(prev === null ? `Load balancer ${b.name}: ${explain(state, data)}` : `Load balancer ${b.name}: ${prev} → ${explain(state, data)}`);
+    }
+    card.state = state;
+    el.dataset.state = state;
+    $(".state-text", el).textContent = badge(state, data);
+    const since = $(".balancer-since", el);
+    since.textContent = `${explain(state, data)}. `;
+    const t = document.createElement("time");
+    if (data && typeof data.since === "number" && LB_STATES.slice(0, 4).includes(state)) {
+      // the node's own clock (keepalived's notify hook); the page's for the relative time
+      const at = new Date(data.since * 1000);
+      t.dateTime = at.toISOString();
+      t.textContent = at.toLocaleTimeString([], { hour12: false });
+      since.append("Since ", t, ` (${ago(Date.now() / 1000 - data.since)}).`);
+      el.dataset.sinceEpoch = String(data.since);
+    } else {
+      const at = new Date(card.seen);
+      t.dateTime = at.toISOString();
+      t.textContent = at.toLocaleTimeString([], { hour12: false });
+      since.append("Seen so by this page since ", t, ` (${ago((Date.now() - card.seen) / 1000)}).`);
+      delete el.dataset.sinceEpoch;
+    }
+  }
+
+  function renderTalkingTo(holders) {
+    const ul = $("#balancers");
+    ul.dataset.holders = holders.join(",");
+    ul.dataset.you = talkingTo || "";
+    $("#balancer-you-name").textContent = talkingTo || "…";
+    let note = "";
+    if (talkingTo && holders.length === 1 && holders[0] === talkingTo) note = `, which holds ${cfg.publicAddress}.`;
+    else if (talkingTo && holders.length === 1) note = `, not the holder (${holders[0]}): this page was opened at its own address.`;
+    else if (holders.length === 0) note = `. No load balancer holds ${cfg.publicAddress} right now.`;
+    else if (holders.length > 1) note = `. ${holders.join(" and ")} all claim ${cfg.publicAddress} (split brain).`;
+    $("#balancer-you-note").textContent = note;
+    $("#balancer-you").dataset.kind = holders.length === 1 ? "ok" : "error";
+    for (const [name, card] of lbCards) {
+      const you = $(".balancer-you", card.el);
+      you.hidden = name !== talkingTo;
+      you.textContent = `you are talking to ${name}`;
+      card.el.classList.toggle("talking", name === talkingTo);
+    }
+  }
+
+  function announceBalancers(holders) {
+    const now = { holders: holders.join(","), talkingTo };
+    const parts = [];
+    if (announced && now.holders !== announced.holders) {
+      const was = announced.holders ? ` (was ${announced.holders.replaceAll(",", " and ")})` : "";
+      if (holders.length === 1) parts.push(`${holders[0]} now holds ${cfg.publicAddress}${was}.`);
+      else if (holders.length === 0) parts.push(`No load balancer holds ${cfg.publicAddress} now${was}.`);
+      else parts.push(`${holders.join(" and ")} all claim ${cfg.publicAddress}${was}.`);
+    }
+    if (announced && now.talkingTo && now.talkingTo !== announced.talkingTo) parts.push(`This page now talks to ${now.talkingTo}.`);
+    if (parts.length) {
+      logEvent(parts.join(" "));
+      announce(parts.join(" "), "#balancers-live");
+    }
+    announced = now;
+  }
+
+  async function probeBalancer(b) {
+    const ctrl = new AbortController();
+    const timer = setTimeout(() => ctrl.abort(), cfg.probeTimeoutMs);
+    let state = "UNKNOWN";
+    let data = null;
+    try {
+      const res = await fetch(b.status, { cache: "no-store", signal: ctrl.signal, headers: { Accept: "application/json" } });
+      noteBalancer(res);
+      try {
+        data = await res.json();
+      } catch (_) {
+        data = null;
+      }
+      if (data && LB_STATES.includes(data.state)) state = data.state;
+      else if (res.status === 502 || res.status === 504) state = "DOWN";
+    } catch (_) {
+      state = "UNKNOWN"; // the load balancer this page talks to did not answer: nothing is known
+    } finally {
+      clearTimeout(timer);
+    }
+    return { b, state, data };
+  }
+
+  async function pollBalancers() {
+    const results = await Promise.all(cfg.balancers.map(probeBalancer));
+    for (const r of results) renderBalancer(r.b, r.state, r.data);
+    const holders = results.filter((r) => r.state === "MASTER").map((r) => r.b.name);
+    renderTalkingTo(holders);
+    announceBalancers(holders);
+  }
+
+  function pollBalancersLoop() {
+    const loop = async () => {
+      const t0 = performance.now();
+      if (!document.hidden) {
+        try {
+          await pollBalancers();
+        } catch (_) {
+          /* keep polling */
+        }
+      }
+      const wait = document.hidden ? cfg.pollMs * 4 : Math.max(0, cfg.pollMs - (performance.now() - t0));
+      setTimeout(loop, wait);
+    };
+    loop();
+  }
+
   function renderLocalShares() {
     const n = recent.length;
     for (const [id, card] of cards) {
@@ -465,10 +667,13 @@
       return;
     }
     $("#poll-ms").textContent = String(cfg.pollMs);
+    document.querySelectorAll(".poll-ms").forEach((el) => (el.textContent = String(cfg.pollMs)));
+    buildBalancers();
     buildCards();
     renderLocalShares();
     $("#add-form").addEventListener("submit", addTodo);
     cfg.instances.forEach(pollInstance);
+    if (cfg.balancers && cfg.balancers.length) pollBalancersLoop();
     every(cfg.todosRefreshMs, loadTodos);
     if (cfg.sharesPath) every(cfg.sharesRefreshMs, loadShares);
     document.addEventListener("visibilitychange", () => {
