@@ -62,6 +62,15 @@ def screenshot(driver: Any, path: Path, width: int = 1280, mobile: bool = False,
     return path
 
 
+def assert_fits_a_phone(driver: Any, width: int = 390) -> None:
+    """No horizontal scrolling at a phone's width."""
+    phone = {"width": width, "height": 844, "deviceScaleFactor": 1, "mobile": True}
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", phone)
+    overflow = driver.execute_script("return document.documentElement.scrollWidth")
+    driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    assert overflow <= width, f"the page is {overflow} px wide at a {width} px viewport"
+
+
 def api(url: str, method: str, path: str, body: Any = None) -> Any:
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url.rstrip("/") + path, data=data, method=method, headers={"Content-Type": "application/json"})
@@ -191,11 +200,7 @@ def test_page_live_failover(target: Target, browser: Any, artifacts: Path) -> No
 
         # -- phone width: no horizontal scrolling, a screenshot ---------------------------------
         screenshot(driver, artifacts / "04-phone-390px.png", width=390, mobile=True)
-        phone = {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True}
-        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", phone)
-        overflow = driver.execute_script("return document.documentElement.scrollWidth")
-        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
-        assert overflow <= 390, f"the page is {overflow} px wide at a 390 px viewport"
+        assert_fits_a_phone(driver)
 
         # -- the page works under the edge's Content-Security-Policy: nothing refused ---------------
         refused = [e["message"] for e in driver.get_log("browser") if "Content Security Policy" in e["message"]]
@@ -268,11 +273,7 @@ def test_balancer_panel(target: Target, browser: Any, artifacts: Path) -> None:
     assert headers["X-Balancer"].split(".")[0].lower() == holder, headers["X-Balancer"]
     screenshot(driver, artifacts / "05-balancers.png", max_height=1000)
     screenshot(driver, artifacts / "05-balancers-390px.png", width=390, mobile=True, max_height=1200)
-    phone = {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True}
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", phone)
-    overflow = driver.execute_script("return document.documentElement.scrollWidth")
-    driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
-    assert overflow <= 390, f"the page is {overflow} px wide at a 390 px viewport"
+    assert_fits_a_phone(driver)
 
     if target.set_balancer_state is not None:
         # loopback only: the stand-in notify hook; the lab's keepalived is tested by tests/failover

@@ -284,24 +284,29 @@
     }
   }
 
+  // A card from a <template>: its heading (and a muted note after it) labels its article.
+  function newCard(tplSel, key, heading, note) {
+    const li = $(tplSel).content.firstElementChild.cloneNode(true);
+    const title = `${key}-title`;
+    li.querySelector("article").setAttribute("aria-labelledby", title);
+    const h = li.querySelector("h3");
+    h.id = title;
+    h.textContent = heading;
+    if (note) {
+      const small = document.createElement("span");
+      small.className = "node";
+      small.textContent = ` ${note}`;
+      h.append(small);
+    }
+    return li;
+  }
+
   // ---------- the cluster panel ----------
   function buildCards() {
     const ul = $("#instances");
-    const tpl = $("#instance-template");
     for (const inst of cfg.instances) {
-      const li = tpl.content.firstElementChild.cloneNode(true);
+      const li = newCard("#instance-template", `instance-${inst.id}`, `Instance ${inst.id}`, inst.node && `on ${inst.node}`);
       li.dataset.instance = inst.id;
-      const title = `instance-${inst.id}-title`;
-      li.querySelector("article").setAttribute("aria-labelledby", title);
-      const h = li.querySelector(".instance-name");
-      h.id = title;
-      h.textContent = `Instance ${inst.id}`;
-      if (inst.node) {
-        const small = document.createElement("span");
-        small.className = "node";
-        small.textContent = ` on ${inst.node}`;
-        h.append(small);
-      }
       const steps = li.querySelector(".repair-steps");
       const step = (lead, cmd, tail) => {
         const s = document.createElement("li");
@@ -372,34 +377,49 @@
     }
   }
 
-  async function probe(inst) {
+  // One status path: {state, data}. `field` of its JSON when it is one of `known`; DOWN when NGINX
+  // could not reach the target itself (502/504); UNKNOWN when the load balancer this page talks to
+  // does not answer at all (nothing can be told then).
+  async function readStatus(path, field, known) {
     const ctrl = new AbortController();
     const timer = setTimeout(() => ctrl.abort(), cfg.probeTimeoutMs);
     let state = "UNKNOWN";
     let data = null;
     try {
-      const res = await fetch(inst.status, { cache: "no-store", signal: ctrl.signal, headers: { Accept: "application/json" } });
+      const res = await fetch(path, { cache: "no-store", signal: ctrl.signal, headers: { Accept: "application/json" } });
+      noteBalancer(res);
       try {
         data = await res.json();
       } catch (_) {
         data = null;
       }
-      if (data && STATES.includes(data.status)) state = data.status;
+      if (data && known.includes(data[field])) state = data[field];
       else if (res.status === 502 || res.status === 504) state = "DOWN";
     } catch (_) {
-      // no answer from the load balancer itself: we cannot tell the instance's state
       state = "UNKNOWN";
     } finally {
       clearTimeout(timer);
     }
+    return { state, data };
+  }
+
+  async function probe(inst) {
+    const { state, data } = await readStatus(inst.status, "status", STATES);
     renderInstance(inst.id, state, data);
     $("#last-check").textContent = clock();
   }
 
-  function pollInstance(inst) {
+  // fn every pollMs (its own time included), slower while the page is hidden
+  function pollEvery(fn) {
     const loop = async () => {
       const t0 = performance.now();
-      if (!document.hidden) await probe(inst);
+      if (!document.hidden) {
+        try {
+          await fn();
+        } catch (_) {
+          /* shown where it matters; keep polling */
+        }
+      }
       const wait = document.hidden ? cfg.pollMs * 4 : Math.max(0, cfg.pollMs - (performance.now() - t0));
       setTimeout(loop, wait);
     };
@@ -463,22 +483,10 @@
 
   function buildBalancers() {
     const ul = $("#balancers");
-    const tpl = $("#balancer-template");
     $("#public-address").textContent = cfg.publicAddress || "–";
     for (const b of cfg.balancers || []) {
-      const li = tpl.content.firstElementChild.cloneNode(true);
+      const li = newCard("#balancer-template", `balancer-${b.name}`, b.name, b.address);
       li.dataset.balancer = b.name;
-      const title = `balancer-${b.name}-title`;
-      li.querySelector("article").setAttribute("aria-labelledby", title);
-      const h = li.querySelector(".balancer-name");
-      h.id = title;
-      h.textContent = b.name;
-      if (b.address) {
-        const small = document.createElement("span");
-        small.className = "node";
-        small.textContent = ` ${b.address}`;
-        h.append(small);
-      }
       ul.append(li);
       lbCards.set(b.name, { el: li, state: null, seen: 0 });
     }
@@ -551,51 +559,12 @@
     announced = now;
   }
 
-  async function probeBalancer(b) {
-    const ctrl = new AbortController();
-    const timer = setTimeout(() => ctrl.abort(), cfg.probeTimeoutMs);
-    let state = "UNKNOWN";
-    let data = null;
-    try {
-      const res = await fetch(b.status, { cache: "no-store", signal: ctrl.signal, headers: { Accept: "application/json" } });
-      noteBalancer(res);
-      try {
-        data = await res.json();
-      } catch (_) {
-        data = null;
-      }
-      if (data && LB_STATES.includes(data.state)) state = data.state;
-      else if (res.status === 502 || res.status === 504) state = "DOWN";
-    } catch (_) {
-      state = "UNKNOWN"; // the load balancer this page talks to did not answer: nothing is known
-    } finally {
-      clearTimeout(timer);
-    }
-    return { b, state, data };
-  }
-
   async function pollBalancers() {
-    const results = await Promise.all(cfg.balancers.map(probeBalancer));
+    const results = await Promise.all(cfg.balancers.map(async (b) => ({ b, ...(await readStatus(b.status, "state", LB_STATES)) })));
     for (const r of results) renderBalancer(r.b, r.state, r.data);
     const holders = results.filter((r) => r.state === "MASTER").map((r) => r.b.name);
     renderTalkingTo(holders);
     announceBalancers(holders);
-  }
-
-  function pollBalancersLoop() {
-    const loop = async () => {
-      const t0 = performance.now();
-      if (!document.hidden) {
-        try {
-          await pollBalancers();
-        } catch (_) {
-          /* keep polling */
-        }
-      }
-      const wait = document.hidden ? cfg.pollMs * 4 : Math.max(0, cfg.pollMs - (performance.now() - t0));
-      setTimeout(loop, wait);
-    };
-    loop();
   }
 
   function renderLocalShares() {
@@ -672,8 +641,8 @@
     buildCards();
     renderLocalShares();
     $("#add-form").addEventListener("submit", addTodo);
-    cfg.instances.forEach(pollInstance);
-    if (cfg.balancers && cfg.balancers.length) pollBalancersLoop();
+    cfg.instances.forEach((inst) => pollEvery(() => probe(inst)));
+    if (cfg.balancers && cfg.balancers.length) pollEvery(pollBalancers);
     every(cfg.todosRefreshMs, loadTodos);
     if (cfg.sharesPath) every(cfg.sharesRefreshMs, loadShares);
     document.addEventListener("visibilitychange", () => {
