@@ -17,19 +17,15 @@ stored twice, and the note counts the requests that were in flight at the fault.
 
 from __future__ import annotations
 
-import json
 import statistics
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-import httpx
 import pytest
 
 from tests.support.ansible import playbook
+from tests.support.balancers import AddressWatch, Balancers, peer_of
 from tests.support.lab import labctl, on_node
-from tests.support.model import LOADBALANCER_GROUP, PUBLIC_URL, TOPO
 from tests.support.wait import wait_until
 
 from .loadgen import LoadRun, NaiveRun
@@ -37,95 +33,13 @@ from .scenario import ROWS, assert_clean, assert_kept, finish, load
 
 pytestmark = pytest.mark.usefixtures("healthy")
 
-BALANCERS = [n.name for n in TOPO.group(LOADBALANCER_GROUP)]
-STATE_FILE = TOPO.services.balancer_state_file
+BALANCE = Balancers(on_node)
+holder = BALANCE.holder
+wait_standby = BALANCE.wait_standby
 # How long a fault lasts before it is undone: long enough to be seen, bounded.
 FAULT_SECONDS = 5.0
 # How many times the plug-pull takeover is timed without load (the median is the figure).
 TAKEOVER_TRIES = 5
-
-
-def vrrp_state(node: str) -> str:
-    """The node's VRRP state as its keepalived notify hook last wrote it ("" if unreadable)."""
-    res = on_node(node, f"cat {STATE_FILE}", check=False, timeout=10)
-    try:
-        return str(json.loads(res.stdout)["state"]) if res.returncode == 0 else ""
-    except (ValueError, KeyError):
-        return ""
-
-
-def holder() -> str:
-    """The balancer holding the public address; exactly one must."""
-    holders = [n for n in BALANCERS if vrrp_state(n) == "MASTER"]
-    assert len(holders) == 1, f"expected one VRRP master among {BALANCERS}, found {holders}"
-    return holders[0]
-
-
-def peer_of(node: str) -> str:
-    return next(n for n in BALANCERS if n != node)
-
-
-def wait_standby(node: str, timeout: float = 120) -> None:
-    wait_until(f"{node} a VRRP standby again", lambda: vrrp_state(node) == "BACKUP", timeout=timeout, every=0.5)
-
-
-@dataclass
-class Sample:
-    at: float  # time.monotonic()
-    balancer: str | None  # X-Balancer of the answer; None: no answer
-    error: str | None = None
-
-
-@dataclass
-class AddressWatch:
-    """Asks the public address for /api/health on a fresh connection every `every` s
-    (each try bounded by `timeout`) until stopped or `max_seconds` have passed."""
-
-    url: str = PUBLIC_URL
-    every: float = 0.02
-    timeout: float = 0.25
-    max_seconds: float = 180.0
-    samples: list[Sample] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def start(self) -> AddressWatch:
-        self._thread = threading.Thread(target=self._run, name="address-watch", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(10)
-
-    def _run(self) -> None:
-        ends = time.monotonic() + self.max_seconds
-        while not self._stop.is_set() and time.monotonic() < ends:
-            started = time.monotonic()
-            try:
-                # A new client each time: a fresh connection, as a new visitor opens.
-                with httpx.Client(timeout=self.timeout) as client:
-                    res = client.get(f"{self.url}/api/health")
-                self.samples.append(Sample(started, res.headers.get("x-balancer") or "?"))
-            except httpx.HTTPError as exc:
-                self.samples.append(Sample(started, None, type(exc).__name__))
-            self._stop.wait(max(0.0, self.every - (time.monotonic() - started)))
-
-    def takeover(self, fault: float, old: str) -> float | None:
-        """The outage a new visitor sees: seconds from the last answer of `old` (at or after
-        `fault`, else `fault` itself) to the first answer of another balancer after `fault`.
-        It starts when the address stopped answering, not when the command that broke the
-        holder was typed (labctl itself takes a few hundred ms to start)."""
-        samples = list(self.samples)  # the watch thread appends meanwhile
-        new = next((s for s in samples if s.at >= fault and s.balancer not in (None, old)), None)
-        if new is None:
-            return None
-        last_old = max((s.at for s in samples if fault <= s.at < new.at and s.balancer == old), default=fault)
-        return round(new.at - last_old, 3)
-
-    def after(self, t: float) -> list[Sample]:
-        return [s for s in self.samples if s.at >= t]
 
 
 def in_flight(run: LoadRun, mark: str) -> int:
