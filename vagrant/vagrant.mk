@@ -19,7 +19,7 @@ vagrant-deps: venv ## Vagrant route: apt packages (vagrant, vagrant-libvirt, lib
 vagrant-box: vagrant-deps ## build the local libvirt box (cached by recipe) and add it to Vagrant
 	$(VLAB) box
 
-vagrant-lab: vagrant-deps ## five VMs (qemu, no KVM) with `vagrant up`, provisioned by Ansible
+vagrant-lab: vagrant-deps ## the VMs of topology.yml (qemu, no KVM) with `vagrant up`, provisioned by Ansible
 	@started=$$(date +%s); \
 	$(VLAB) up || exit; \
 	echo "--- make vagrant-lab took $$(( $$(date +%s) - started )) s"
@@ -27,8 +27,8 @@ vagrant-lab: vagrant-deps ## five VMs (qemu, no KVM) with `vagrant up`, provisio
 vagrant-down: ## destroy the VMs and the namespace; the host is left as it was (box cached)
 	$(VLAB) down
 
-# In the namespace: testinfra on the five VMs, a second provisioning that must
-# change nothing, then the seed's failover and the OOM kill under light load.
+# In the namespace: testinfra on the VMs, a second provisioning that must
+# change nothing, then the seed's failover, the OOM kill and the LB holder cut off, under light load.
 test-vagrant: venv ## the tests on the Vagrant VMs (needs make vagrant-lab)
 	@started=$$(date +%s); \
 	test -s $(VAGRANT_INVENTORY) || { echo "no $(VAGRANT_INVENTORY): run make vagrant-lab first"; exit 1; }; \

@@ -1,4 +1,4 @@
-"""vlab: halab's five VMs with the project's own Vagrantfile, on vagrant-libvirt
+"""vlab: halab's VMs (one per node of topology.yml) with the project's own Vagrantfile, on vagrant-libvirt
 driving qemu WITHOUT KVM, on a host that has no systemd as PID 1.
 
 Everything libvirt creates (bridges, dnsmasq, its firewall rules, the VMs'
@@ -410,7 +410,7 @@ def up(args: Args) -> None:
         die("no .venv/bin/ansible-playbook: run make venv first")
     write_host_vars()
     started = time.monotonic()
-    # Boot all five in parallel, then provision once, all of them together:
+    # Boot them all in parallel, then provision once, all of them together:
     # with a parallel provider, a plain `vagrant up` starts the Ansible
     # provisioner (attached to the last machine) while the others may still boot.
     passthrough(in_lab(["vagrant", "up", "--provider=libvirt", "--no-provision", *args.args]))
@@ -549,7 +549,7 @@ class Args:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="vagrant/vlab",
-        description="halab's five VMs (topology.yml) with vagrant-libvirt on qemu without KVM, in network namespace " + NS,
+        description="halab's VMs (one per node of topology.yml) (topology.yml) with vagrant-libvirt on qemu without KVM, in network namespace " + NS,
         epilog="The arguments of up, vagrant and exec are passed on as they are (only a first -h/--help is vlab's).",
     )
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
