@@ -56,46 +56,59 @@ class Sample:
 
 @dataclass
 class AddressWatch:
-    """Asks the public address for /api/health on a fresh connection every `every` s
-    (each try bounded by `timeout`) until stopped or `max_seconds` have passed."""
+    """Asks the public address for /api/health on a fresh connection, from `probes`
+    threads each trying every `every` s (each try bounded by `timeout`), started
+    `every / probes` apart, until stopped or `max_seconds` have passed. A try on a
+    dead holder waits out its timeout; the other probes keep sampling meanwhile, so
+    the watch resolves a takeover to about `timeout / probes`."""
 
     url: str = PUBLIC_URL
-    every: float = 0.02
+    every: float = 0.05
     timeout: float = 0.25
+    probes: int = 5
     max_seconds: float = 180.0
-    samples: list[Sample] = field(default_factory=list)
+    _samples: list[Sample] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    _threads: list[threading.Thread] = field(default_factory=list)
 
     def start(self) -> AddressWatch:
-        self._thread = threading.Thread(target=self._run, name="address-watch", daemon=True)
-        self._thread.start()
+        for i in range(self.probes):
+            thread = threading.Thread(target=self._run, args=(i * self.every / self.probes,), name=f"address-watch-{i}")
+            thread.daemon = True
+            thread.start()
+            self._threads.append(thread)
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread:
-            self._thread.join(10)
+        for thread in self._threads:
+            thread.join(10)
 
-    def _run(self) -> None:
+    def _run(self, offset: float) -> None:
         ends = time.monotonic() + self.max_seconds
+        self._stop.wait(offset)
         while not self._stop.is_set() and time.monotonic() < ends:
             started = time.monotonic()
             try:
                 # A new client each time: a fresh connection, as a new visitor opens.
                 with httpx.Client(timeout=self.timeout) as client:
                     res = client.get(f"{self.url}/api/health")
-                self.samples.append(Sample(started, res.headers.get("x-balancer") or "?"))
+                self._samples.append(Sample(started, res.headers.get("x-balancer") or "?"))
             except httpx.HTTPError as exc:
-                self.samples.append(Sample(started, None, type(exc).__name__))
+                self._samples.append(Sample(started, None, type(exc).__name__))
             self._stop.wait(max(0.0, self.every - (time.monotonic() - started)))
+
+    @property
+    def samples(self) -> list[Sample]:
+        """Every try so far, in the order they started."""
+        return sorted(list(self._samples), key=lambda s: s.at)
 
     def takeover(self, fault: float, old: str) -> float | None:
         """The outage a new visitor sees: seconds from the last answer of `old` (at or after
         `fault`, else `fault` itself) to the first answer of another balancer after `fault`.
         It starts when the address stopped answering, not when the command that broke the
         holder was typed (labctl itself takes a few hundred ms to start)."""
-        samples = list(self.samples)  # the watch thread appends meanwhile
+        samples = self.samples
         new = next((s for s in samples if s.at >= fault and s.balancer not in (None, old)), None)
         if new is None:
             return None
@@ -104,3 +117,15 @@ class AddressWatch:
 
     def after(self, t: float) -> list[Sample]:
         return [s for s in self.samples if s.at >= t]
+
+    def longest_silence(self, since: float) -> float:
+        """The longest time, after `since`, between a try that got no answer and the next
+        try that did (0.0: every try was answered). A slow answer under load can miss its
+        timeout alone; an interruption silences every probe."""
+        longest, silent_from = 0.0, None
+        for s in self.after(since):
+            if s.balancer is None:
+                silent_from = s.at if silent_from is None else silent_from
+            elif silent_from is not None:
+                longest, silent_from = max(longest, s.at - silent_from), None
+        return round(longest, 3)
