@@ -549,7 +549,8 @@ class Args:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="vagrant/vlab",
-        description="halab's VMs (one per node of topology.yml) (topology.yml) with vagrant-libvirt on qemu without KVM, in network namespace " + NS,
+        description="halab's VMs (one per node of topology.yml) with vagrant-libvirt on qemu without KVM, in network namespace "
+        + NS,
         epilog="The arguments of up, vagrant and exec are passed on as they are (only a first -h/--help is vlab's).",
     )
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
