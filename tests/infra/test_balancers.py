@@ -108,8 +108,9 @@ def test_textfile_metric(host: Host, addr: Addr) -> None:
             if value is not None:
                 assert int(line.group(1)) == value
         assert re.search(rf"^halab_vrrp_state_change_timestamp_seconds\{{{re.escape(labels)}\}} [0-9.]+$", text, re.M)
-    # ... and node_exporter serves it (asked from the node itself, over the loopback rule).
-    metrics = host.check_output(f"curl -fsS -m 5 http://{addr(name_of(host))}:{TOPO.services.port('node_exporter')}/metrics")
+    # ... and node_exporter serves it (asked from the node itself, over the loopback rule;
+    # generous: an emulated VM under load answered its 5 s scrape too late once).
+    metrics = host.check_output(f"curl -fsS -m 30 http://{addr(name_of(host))}:{TOPO.services.port('node_exporter')}/metrics")
     assert "halab_vrrp_state{" in metrics
 
 
