@@ -19,6 +19,7 @@ import testinfra
 from testinfra.host import Host
 
 from tests.support.model import LOADBALANCER_GROUP, TOPO
+from tests.support.wait import poll
 
 testinfra_hosts = ["ansible://all"]
 
@@ -92,15 +93,25 @@ def test_state_file_agrees_with_the_address(host: Host, addr: Addr) -> None:
     assert (state["state"] == "MASTER") is holds(host, floating.address), state
 
 
+def agreeing(host: Host, prom: testinfra.modules.file.File, labels: str, name: str) -> tuple[object, str] | None:
+    """The state file's state and the metric file's text, once both tell the same state (the
+    notify hook writes one after the other: a transition can fall in between)."""
+    current, text = state_of(host)["state"], prom.content_string
+    line = re.search(rf'^halab_vrrp_state\{{{re.escape(labels)},state="{current}"\}} 1$', text, re.M)
+    return (current, text) if line or name != STATE_FLOATING else None
+
+
 def test_textfile_metric(host: Host, addr: Addr) -> None:
     if not is_balancer(host):
         pytest.skip("not a load balancer")
-    current = state_of(host)["state"]
     for fl in FLOATING:
         prom = host.file(f"{TEXTFILE_DIR}/halab_vrrp_{fl.name}.prom")
         assert prom.is_file and prom.mode == 0o644
         labels = f'vrrp_instance="{fl.name}",address="{fl.address}"'
-        text = prom.content_string
+
+        seen = poll(lambda: agreeing(host, prom, labels, fl.name), timeout=30, every=1)  # noqa: B023
+        assert seen, f"{prom.path} never agreed with {STATE_FILE}"
+        current, text = seen
         for s in STATES:
             value = 1 if fl.name == STATE_FLOATING and s == current else None
             line = re.search(rf"^halab_vrrp_state\{{{re.escape(labels)},state=\"{s}\"\}} ([01])$", text, re.M)
