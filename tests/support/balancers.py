@@ -15,7 +15,7 @@ import httpx
 
 from .model import LOADBALANCER_GROUP, PUBLIC_URL, TOPO
 from .probes import OnNode
-from .wait import wait_until
+from .wait import poll, wait_until
 
 BALANCERS = [n.name for n in TOPO.group(LOADBALANCER_GROUP)]
 STATE_FILE = TOPO.services.balancer_state_file
@@ -33,11 +33,27 @@ class Balancers:
         except (ValueError, KeyError):
             return ""
 
+    def masters(self) -> list[str]:
+        return [n for n in BALANCERS if self.vrrp_state(n) == "MASTER"]
+
     def holder(self) -> str:
         """The balancer holding the public address; exactly one must."""
-        holders = [n for n in BALANCERS if self.vrrp_state(n) == "MASTER"]
+        holders = self.masters()
         assert len(holders) == 1, f"expected one VRRP master among {BALANCERS}, found {holders}"
         return holders[0]
+
+    def settled_holder(self, timeout: float = 60) -> str:
+        """holder(), asked until exactly one master answers (within `timeout`): on an emulated
+        VM an SSH call can time out, and a transition takes a moment."""
+        seen: list[list[str]] = []
+
+        def one() -> str:
+            seen.append(self.masters())
+            return seen[-1][0] if len(seen[-1]) == 1 else ""
+
+        holder = poll(one, timeout=timeout, every=1.0)
+        assert holder, f"no single VRRP master within {timeout:.0f} s; the last views: {seen[-3:]}"
+        return holder
 
     def wait_standby(self, node: str, timeout: float = 120) -> None:
         wait_until(f"{node} a VRRP standby again", lambda: self.vrrp_state(node) == "BACKUP", timeout=timeout, every=0.5)
