@@ -1,11 +1,12 @@
 """A bounded, steady load against the lab's load balancer, recording everything.
 
 Two clients, one engine:
-- `LoadRun`, a careful client: every POST carries an Idempotency-Key and is
-  retried with the same key and body on a transport error, a 429 (the edge's
-  rate limit) or a 502/503/504 (no instance, storage unavailable); GETs are
-  retried the same way. A 507 (Redis full) is not retried: it does not pass
-  within a scenario, and it must show in the table.
+- `LoadRun`, a careful client (64 connections used in turn): every POST
+  carries an Idempotency-Key and is retried with the same key and body on a
+  transport error, a 429 (the edge's rate limit) or a 502/503/504 (no
+  instance, storage unavailable); GETs are retried the same way. A 507 (Redis
+  full) is not retried: it does not pass within a scenario, and it must show
+  in the table.
 - `NaiveRun`, a client that never retries (as curl or a script would): every
   other POST carries no Idempotency-Key, 16 connections used in turn, any
   non-2xx answer or transport error is a failure. Only the load balancer's own
@@ -114,9 +115,6 @@ class LoadRun:
 
     client: ClassVar[str] = "careful"
     retries: ClassVar[bool] = True  # retry RETRYABLE answers and transport errors within retry_budget
-    # 0: one pool of up to `concurrency` connections (httpx opens what the pace needs);
-    # n: n single-connection clients used in turn, so n connections stay open.
-    connections: int = 0
 
     def __init__(
         self,
@@ -188,19 +186,22 @@ class LoadRun:
         self._stop.set()
 
     async def _run(self) -> None:
-        per_client = 1 if self.connections else self.concurrency
-        limits = httpx.Limits(max_connections=per_client, max_keepalive_connections=per_client)
+        # `concurrency` single-connection clients, used in turn: at most one request in flight
+        # on each. One shared pool of that many connections (httpcore's) cost so much CPU per
+        # request once dozens were in flight that a 0.8 s stall of the lab left this client
+        # seconds behind for the rest of a scenario (the table's p99 was the client's own).
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
         timeout = httpx.Timeout(self.request_timeout, connect=2.0)
+        tls = httpx.create_ssl_context()  # one for all: each client would build its own (~50 ms)
         async with contextlib.AsyncExitStack() as stack:
-            # The clients not in use, the one idle longest first (FIFO): with `connections`
-            # set, every one of them carries requests in turn.
+            # The clients not in use, the one idle longest first (FIFO): every one of them
+            # carries requests in turn.
             idle: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
-            for _ in range(self.connections or 1):
-                client = httpx.AsyncClient(base_url=self.base_url, limits=limits, timeout=timeout)
+            for _ in range(self.concurrency):
+                client = httpx.AsyncClient(base_url=self.base_url, limits=limits, timeout=timeout, verify=tls)
                 idle.put_nowait(await stack.enter_async_context(client))
             self._t0 = time.monotonic()
             self._started.set()
-            gate = asyncio.Semaphore(self.concurrency)
             tasks = []
             for i in range(self.total):
                 due = i / self.rate
@@ -210,16 +211,12 @@ class LoadRun:
                 delay = due - self.now()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                await gate.acquire()
-                tasks.append(asyncio.create_task(self._one(idle, i, gate)))
+                # At most `concurrency` requests in flight: wait for an idle client.
+                client = await idle.get()
+                tasks.append(asyncio.create_task(self._one(idle, client, i)))
             await asyncio.gather(*tasks)
 
-    async def _one(self, idle: asyncio.Queue[httpx.AsyncClient], index: int, gate: asyncio.Semaphore) -> None:
-        # At most `concurrency` requests in flight (the gate), and `concurrency` equals
-        # `connections` when that is set: a client is always idle here.
-        client = await idle.get()
-        if not self.connections:
-            idle.put_nowait(client)  # the one shared pool
+    async def _one(self, idle: asyncio.Queue[httpx.AsyncClient], client: httpx.AsyncClient, index: int) -> None:
         try:
             if index % self.post_every == 0:
                 outcome = await self._post(client, index)
@@ -227,9 +224,7 @@ class LoadRun:
                 outcome = await self._request(client, index, "GET", "/api/todos", None, {})
             self.outcomes.append(outcome)
         finally:
-            if self.connections:
-                idle.put_nowait(client)
-            gate.release()
+            idle.put_nowait(client)
 
     def keyed(self, index: int) -> bool:
         """Does this POST carry an Idempotency-Key? The careful client: always."""
@@ -384,7 +379,6 @@ class NaiveRun(LoadRun):
         if shape["concurrency"] < self.CONNECTIONS:
             raise ValueError(f"a naive run uses at least {self.CONNECTIONS} connections")
         super().__init__(base_url, **shape)
-        self.connections = self.concurrency  # one connection per request in flight, each used in turn
 
     def keyed(self, index: int) -> bool:
         """Every other POST (POSTs are every post_every-th request) carries a key."""
