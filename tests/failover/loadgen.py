@@ -115,6 +115,10 @@ class LoadRun:
 
     client: ClassVar[str] = "careful"
     retries: ClassVar[bool] = True  # retry RETRYABLE answers and transport errors within retry_budget
+    # Which idle connection the next request takes: the one used last (False, as a pool
+    # would: a slow pace keeps a few connections warm) or the one idle longest (True: every
+    # connection carries requests in turn).
+    in_turn: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -194,9 +198,8 @@ class LoadRun:
         timeout = httpx.Timeout(self.request_timeout, connect=2.0)
         tls = httpx.create_ssl_context()  # one for all: each client would build its own (~50 ms)
         async with contextlib.AsyncExitStack() as stack:
-            # The clients not in use, the one idle longest first (FIFO): every one of them
-            # carries requests in turn.
-            idle: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
+            # The clients not in use (see `in_turn`).
+            idle: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue() if self.in_turn else asyncio.LifoQueue()
             for _ in range(self.concurrency):
                 client = httpx.AsyncClient(base_url=self.base_url, limits=limits, timeout=timeout, verify=tls)
                 idle.put_nowait(await stack.enter_async_context(client))
@@ -372,6 +375,7 @@ class NaiveRun(LoadRun):
 
     client: ClassVar[str] = "naive"
     retries: ClassVar[bool] = False
+    in_turn: ClassVar[bool] = True
     CONNECTIONS: ClassVar[int] = 16
 
     def __init__(self, base_url: str, **shape: Unpack[LoadShape]) -> None:
