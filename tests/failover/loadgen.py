@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import threading
 import time
 import uuid
@@ -206,16 +207,21 @@ class LoadRun:
             self._t0 = time.monotonic()
             self._started.set()
             tasks = []
+            issued = float("-inf")  # when the last request went out
             for i in range(self.total):
-                due = i / self.rate
+                # Steady, never faster than `rate`: a request held up (every client busy, a
+                # stalled lab) goes out late and the next ones keep their spacing; they do
+                # not rush to catch up (a burst of dozens at once is another experiment).
+                due = max(i / self.rate, issued + 1 / self.rate)
                 # Bounded in wall time too: a slow system must not stretch the run.
-                if due > self.max_seconds or self.now() > self.max_seconds or self._stop.is_set():
+                if i / self.rate > self.max_seconds or self.now() > self.max_seconds or self._stop.is_set():
                     break
                 delay = due - self.now()
                 if delay > 0:
                     await asyncio.sleep(delay)
                 # At most `concurrency` requests in flight: wait for an idle client.
                 client = await idle.get()
+                issued = self.now()
                 tasks.append(asyncio.create_task(self._one(idle, client, i)))
             await asyncio.gather(*tasks)
 
@@ -276,7 +282,9 @@ class LoadRun:
             wait = backoff
             if response is not None and response.headers.get("retry-after", "").isdigit():
                 wait = min(float(response.headers["retry-after"]), 2.0)
-            await asyncio.sleep(wait)
+            # Jittered, as careful clients do: the requests a fault failed together do not
+            # all come back at the same instant.
+            await asyncio.sleep(wait * random.uniform(0.5, 1.0))
             backoff = min(backoff * 2, 1.0)
         return Outcome(
             index, method, started, self.now() - started, status, instance, attempts, first_status, error, served, refusals
