@@ -1,7 +1,8 @@
 """A bounded, steady load against the lab's load balancer, recording everything.
 
 Two clients, one engine:
-- `LoadRun`, a careful client (64 connections used in turn): every POST
+- `LoadRun`, a careful client (at most 16 requests in flight, each on its own
+  connection, the one used last first, as a pool would): every POST
   carries an Idempotency-Key and is retried with the same key and body on a
   transport error, a 429 (the edge's rate limit) or a 502/503/504 (no
   instance, storage unavailable); GETs are retried the same way. A 507 (Redis
@@ -129,7 +130,7 @@ class LoadRun:
         post_every: int = 5,
         max_seconds: float = 60.0,
         retry_budget: float = 20.0,
-        concurrency: int = 64,
+        concurrency: int = 16,
         request_timeout: float = 5.0,
     ) -> None:
         if total <= 0 or rate <= 0 or max_seconds <= 0:
