@@ -39,6 +39,9 @@ import httpx
 # limit; 502/504 NGINX with no answer; 503 storage unavailable, or every instance
 # overloaded / none healthy (NGINX's JSON 503). There is no 409 any more.
 RETRYABLE = {429, 502, 503, 504}
+# One TLS context for every client of the tests: httpx builds one per client otherwise,
+# about 26 ms of CPU each (this host), which the load and the probes paid again and again.
+TLS = httpx.create_ssl_context()
 
 
 def _is_json(response: httpx.Response) -> bool:
@@ -198,12 +201,11 @@ class LoadRun:
         # seconds behind for the rest of a scenario (the table's p99 was the client's own).
         limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
         timeout = httpx.Timeout(self.request_timeout, connect=2.0)
-        tls = httpx.create_ssl_context()  # one for all: each client would build its own (~50 ms)
         async with contextlib.AsyncExitStack() as stack:
             # The clients not in use (see `in_turn`).
             idle: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue() if self.in_turn else asyncio.LifoQueue()
             for _ in range(self.concurrency):
-                client = httpx.AsyncClient(base_url=self.base_url, limits=limits, timeout=timeout, verify=tls)
+                client = httpx.AsyncClient(base_url=self.base_url, limits=limits, timeout=timeout, verify=TLS)
                 idle.put_nowait(await stack.enter_async_context(client))
             self._t0 = time.monotonic()
             self._started.set()

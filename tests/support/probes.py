@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from tests.failover.loadgen import LoadRun
+from tests.failover.loadgen import TLS, LoadRun
 
 from .model import INSTANCE_NODE, PUBLIC_URL, REDIS_GROUP, TOPO, first
 from .wait import wait_until
@@ -58,14 +58,14 @@ class Probes:
         return bool(self.instance_status(instance).get("health", {}).get("status") == "OK")
 
     def serves_through_lb(self, instance: str, tries: int = 10) -> bool:
-        with httpx.Client(base_url=PUBLIC_URL, timeout=self.http_timeout) as client:
+        with httpx.Client(base_url=PUBLIC_URL, timeout=self.http_timeout, verify=TLS) as client:
             return any(client.get("/api/todos?limit=1").headers.get("x-instance") == instance for _ in range(tries))
 
     def pages(self, order: str = "newest", limit: int = PAGE_MAX) -> Generator[list[dict[str, Any]], None, None]:
         """The stored todos through the load balancer, a page at a time, following
         each page's `Link: <...>; rel="next"` (a relative URL) to the end."""
         url: str | None = f"/api/todos?limit={limit}&order={order}"
-        with httpx.Client(base_url=PUBLIC_URL, timeout=self.http_timeout) as client:
+        with httpx.Client(base_url=PUBLIC_URL, timeout=self.http_timeout, verify=TLS) as client:
             while url:
                 response = self._page(client, url)
                 yield list(response.json())
@@ -117,7 +117,7 @@ class Probes:
     def forget(self, todo_ids: set[str]) -> None:
         """Delete a run's todos once checked: a list grown by each scenario
         would only make the next check read further."""
-        with httpx.Client(base_url=PUBLIC_URL, timeout=self.http_timeout) as client:
+        with httpx.Client(base_url=PUBLIC_URL, timeout=self.http_timeout, verify=TLS) as client:
             for todo_id in todo_ids:
                 for _ in range(3):
                     try:
