@@ -195,8 +195,8 @@ class LoadRun:
         self._stop.set()
 
     async def _run(self) -> None:
-        # `concurrency` single-connection clients, used in turn: at most one request in flight
-        # on each. One shared pool of that many connections (httpcore's) cost so much CPU per
+        # `concurrency` single-connection clients, at most one request in flight on each.
+        # One shared pool of that many connections (httpcore's) cost so much CPU per
         # request once dozens were in flight that a 0.8 s stall of the lab left this client
         # seconds behind for the rest of a scenario (the table's p99 was the client's own).
         limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
