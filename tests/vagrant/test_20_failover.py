@@ -114,10 +114,12 @@ def test_seed_scenario_stress_and_recover_light() -> None:
     on_instance(SICK, f"todo-apictl --instance {SICK} stress")
     wait_until(f"instance {SICK} unhealthy", lambda: not instance_healthy(SICK), timeout=60)
     # The seed's own check: health through NGINX now only ever answers from the other instance.
-    # Which one answers is the point, not how fast: an emulated VM under the load took over 10 s once.
+    # Which one answers is the point, not how fast: an emulated VM under the load took over 10 s
+    # once, and once answered DEGRADED (its Redis check timed out under the whole load).
     with httpx.Client(base_url=PUBLIC_URL, timeout=30) as client:
         seen = [client.get("/api/health").json() for _ in range(5)]
-    assert [(h["instance"], h["status"]) for h in seen] == [(OTHER, "OK")] * 5, seen
+    assert [h["instance"] for h in seen] == [OTHER] * 5, seen
+    assert all(h["status"] in ("OK", "DEGRADED") for h in seen), seen
     time.sleep(3)
     mark(runs, "recover")
     on_instance(SICK, f"todo-apictl --instance {SICK} clear")
