@@ -1,7 +1,7 @@
 """A bounded, steady load against the lab's load balancer, recording everything.
 
 Two clients, one engine:
-- `LoadRun`, a careful client (at most 16 requests in flight, each on its own
+- `LoadRun`, a careful client (by default at most 16 requests in flight, each on its own
   connection, the one used last first, as a pool would): every POST
   carries an Idempotency-Key and is retried with the same key and body on a
   transport error, a 429 (the edge's rate limit) or a 502/503/504 (no

@@ -117,6 +117,13 @@ def unclear(failures: list[Outcome], api_only: bool = False) -> list[tuple[Any, 
     return bad
 
 
+def assert_unclear_at_most_one_per_connection(naive: LoadRun) -> None:
+    """The naive client's failures other than a clear refusal (unclear(): no answer at all)
+    are at most one per connection it keeps (NaiveRun.CONNECTIONS)."""
+    unanswered = unclear(naive.failures())
+    assert len(unanswered) <= NaiveRun.CONNECTIONS, (len(unanswered), unanswered[:10])
+
+
 HEADER = (
     f"{'scenario':<44} {'requests':>8} {'fail':>5} {'retried':>7} {'lost':>5} {'dup':>4} "
     f"{'p99 ms':>8} {'max ms':>8} {'isolated s':>10} {'readmitted s':>12}  note"
