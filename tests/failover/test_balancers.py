@@ -5,8 +5,8 @@ Each scenario runs the suite's two bounded loads (careful and naive client) agai
 public address while an `AddressWatch` asks the address on a fresh connection every
 20 ms. The row's note gives the takeover time: from the fault to the first answer from
 the peer. When the broken node is back, the address stays where it is (equal VRRP
-priorities: no preemption), so after the takeover the watch must see no failure and no
-other balancer: there is no second interruption.
+priorities: no preemption), so there is no second interruption: the new holder records
+no VRRP transition after its takeover, and the watch sees no other balancer answer.
 
 The careful client must see no failure. The naive one (no retry, 16 keep-alive
 connections) loses what was on its connections to the old holder at the fault: every
@@ -64,6 +64,8 @@ def balancer_fault(
     try:
         fault(old)
         wait_until(f"{peer} to answer on the public address", lambda: watch.takeover(t_fault, old) is not None, timeout=30)
+        wait_until(f"{peer} to record itself VRRP master", lambda: BALANCE.vrrp_state(peer) == "MASTER", timeout=30)
+        took_over = BALANCE.vrrp_record(peer)
         time.sleep(FAULT_SECONDS)
     finally:
         run.mark("recover")
@@ -85,12 +87,14 @@ def balancer_fault(
     careful, naive = finish(run, name, sick=None, note=note)
     assert takeover is not None, f"{peer} never answered on the public address"
     assert holder() == peer, f"the address went back to {old}: a second interruption"
-    # No second interruption: once the old holder is back, only the new one answers, and
-    # no stretch of silence (every probe unanswered) longer than one probe's timeout.
+    # No second interruption: the new holder stayed VRRP master from its takeover to the end
+    # (its notify hook recorded no transition since: the same record, `since` included), and
+    # once the old holder was back only the new one answered. The watch's longest silence
+    # is a printed figure: on this 2-CPU host a busy moment (the old holder booting) can
+    # make every probe miss its 0.25 s timeout while nothing moved.
+    assert BALANCE.vrrp_record(peer) == took_over, (took_over, BALANCE.vrrp_record(peer))
     settled = watch.after(t_back)
     assert settled and not [s for s in settled if s.balancer not in (None, peer)], {s.balancer for s in settled}
-    silence = watch.longest_silence(t_back)
-    assert silence <= watch.timeout, f"the address went silent for {silence} s after {old} came back"
     assert_clean(careful, run.careful)
     assert naive["requests"] >= run.naive.total * 0.95, f"the naive load stopped early: {naive['requests']}"
     assert_kept(naive)

@@ -27,13 +27,19 @@ class Balancers:
     def __init__(self, on_node: OnNode) -> None:
         self.on_node = on_node
 
-    def vrrp_state(self, node: str) -> str:
-        """The node's VRRP state as its keepalived notify hook last wrote it ("" if unreadable)."""
+    def vrrp_record(self, node: str) -> dict[str, object]:
+        """What the node's keepalived notify hook last wrote: its VRRP state and `since`, when
+        it entered that state ({} if unreadable)."""
         res = self.on_node(node, f"cat {STATE_FILE}", check=False, timeout=30)
         try:
-            return str(json.loads(res.stdout)["state"]) if res.returncode == 0 else ""
-        except (ValueError, KeyError):
-            return ""
+            record = json.loads(res.stdout) if res.returncode == 0 else {}
+        except ValueError:
+            return {}
+        return record if isinstance(record, dict) else {}
+
+    def vrrp_state(self, node: str) -> str:
+        """The node's VRRP state as its keepalived notify hook last wrote it ("" if unreadable)."""
+        return str(self.vrrp_record(node).get("state", ""))
 
     def masters(self) -> list[str]:
         return [n for n in BALANCERS if self.vrrp_state(n) == "MASTER"]
