@@ -183,11 +183,15 @@ def in_lab(cmd: Sequence[str], environ: Mapping[str, str] = os.environ) -> list[
 #   not a host variable; with 30 s the second provisioning found VMs unreachable;
 # - ansible_python_interpreter: the box has /usr/bin/python3; interpreter
 #   discovery under Mitogen tries up to 8 candidates, each a fresh connection
-#   with its own timeout (8 x 30 s = the 4 minutes those failures took).
+#   with its own timeout (8 x 30 s = the 4 minutes those failures took);
+# - todo_api_timeout_start_sec: an instance restarted after an OOM kill while its
+#   peer VM carried the load took over 90 s (the role's default) to be ready on
+#   emulated cores; systemd killed that start and began again.
 def host_vars(topo: Topology, mgmt_gateway: str = MGMT_GATEWAY) -> dict[str, str]:
     """Each node's host_vars file: name -> its text."""
     text = "# Written by vagrant/vlab (see write_host_vars there)\nansible_become: true\n"
     text += "ansible_timeout: 600\nansible_python_interpreter: /usr/bin/python3\n"
+    text += "todo_api_timeout_start_sec: 300\n"
     text += f"common_firewall_controller_addresses: [{mgmt_gateway}, {topo.gateway}]\n"
     return {node.name: text for node in topo.nodes}
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, Unpack
 
 import httpx
 import pytest
@@ -55,11 +55,15 @@ LIGHT: LoadShape = {
 # The naive client at the same pace and bounds (its 16 connections, no retry and
 # 30 s timeout are its own: it waits out NGINX's read timeout too).
 NAIVE_LIGHT: LoadShape = {"total": LIGHT["total"], "rate": LIGHT["rate"], "max_seconds": LIGHT["max_seconds"]}
+# How long an instance may take to be ready again after its restart: the VMs' TimeoutStartSec.
+RESTART_S = 300.0
 
 
-def start_loads() -> tuple[LoadRun, LoadRun]:
-    """The careful and the naive client, started together."""
-    return LoadRun(PUBLIC_URL, **LIGHT).start(), NaiveRun(PUBLIC_URL, **NAIVE_LIGHT).start()
+def start_loads(**overrides: Unpack[LoadShape]) -> tuple[LoadRun, LoadRun]:
+    """The careful and the naive client, started together (LIGHT, with overrides)."""
+    careful: LoadShape = LIGHT | overrides
+    naive = LoadShape(total=careful["total"], rate=careful["rate"], max_seconds=careful["max_seconds"])
+    return LoadRun(PUBLIC_URL, **careful).start(), NaiveRun(PUBLIC_URL, **naive).start()
 
 
 def mark(runs: tuple[LoadRun, ...], name: str) -> None:
@@ -136,14 +140,16 @@ def test_past_memorymax_the_kernel_oom_kills_and_systemd_restarts() -> None:
     since = on_instance(SICK, "date '+%Y-%m-%d %H:%M:%S'").stdout.strip()
     assert on_instance(SICK, f"systemctl show -p MemoryMax --value {UNIT}").stdout.strip() == "536870912"
     assert on_instance(SICK, "stat -fc %T /sys/fs/cgroup").stdout.strip() == "cgroup2fs", "a real VM has cgroup v2"
-    runs = start_loads()
+    # Long enough to meet the instance again: its restart under this load took 150 s once
+    # here (TimeoutStartSec is 300 on these VMs); finish() stops both once it served again.
+    runs = start_loads(total=int(LIGHT["rate"] * RESTART_S), max_seconds=RESTART_S + 30)
     time.sleep(3)
     mark(runs, "fault")
     # 700 MB against MemoryMax=512M: the kernel kills the unit before the call returns.
     on_instance(SICK, f"todo-apictl --instance {SICK} --timeout 60 stress --mb 700", check=False)
     wait_until(f"a restart of {UNIT}", lambda: restarts() > before, timeout=120)
     mark(runs, "recover")
-    wait_until(f"instance {SICK} healthy after the OOM kill", lambda: instance_healthy(SICK), timeout=120)
+    wait_until(f"instance {SICK} healthy after the OOM kill", lambda: instance_healthy(SICK), timeout=RESTART_S)
     journal = on_instance(SICK, f"journalctl -u {UNIT} --since '{since}' --no-pager -o cat").stdout
     row = finish(runs, "vagrant: past MemoryMax, OOM kill")
     assert "oom-kill" in journal, journal[-2000:]
