@@ -11,7 +11,7 @@ VAGRANT_INVENTORY  := .vagrant/provisioners/ansible/inventory/vagrant_ansible_in
 VAGRANT_SSH_ARGS   := -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
                       -o ControlPath=/tmp/halab-vagrant-ssh-%C -o ControlPersist=120
 
-.PHONY: vagrant-deps vagrant-box vagrant-lab vagrant-down test-vagrant
+.PHONY: vagrant-deps vagrant-box vagrant-lab vagrant-down test-vagrant test-vagrant-vrrp
 
 vagrant-deps: venv ## Vagrant route: apt packages (vagrant, vagrant-libvirt, libvirt, qemu)
 	$(VLAB) deps
@@ -28,7 +28,10 @@ vagrant-down: ## destroy the VMs and the namespace; the host is left as it was (
 	$(VLAB) down
 
 # In the namespace: testinfra on the VMs, a second provisioning that must
-# change nothing, then the seed's failover, the OOM kill and the LB holder cut off, under light load.
+# change nothing, then the seed's failover and the OOM kill under light load. The LB holder
+# cut off under load (marker vrrp_fault) is make test-vagrant-vrrp: on six VMs emulated on
+# two cores keepalived's track scripts and notify hook ran tens of seconds late, so the pair
+# flapped (two runs of two, stop 24); the nspawn lab's suite fails the pair over in every make test.
 test-vagrant: venv ## the tests on the Vagrant VMs (needs make vagrant-lab)
 	@started=$$(date +%s); \
 	test -s $(VAGRANT_INVENTORY) || { echo "no $(VAGRANT_INVENTORY): run make vagrant-lab first"; exit 1; }; \
@@ -37,5 +40,8 @@ test-vagrant: venv ## the tests on the Vagrant VMs (needs make vagrant-lab)
 	  $(VLAB) exec env ANSIBLE_SSH_EXTRA_ARGS="$(VAGRANT_SSH_ARGS)" $(BIN)/pytest -q -p no:cacheprovider tests/infra \
 	    --hosts=ansible://all --ansible-inventory=$(VAGRANT_INVENTORY) -m "not idempotence and not operator and not edge_load"; \
 	else echo "tests/infra has no tests yet: skipped"; fi; \
-	$(VLAB) exec $(BIN)/pytest -q -rP -p no:cacheprovider tests/vagrant; \
+	$(VLAB) exec $(BIN)/pytest -q -rP -p no:cacheprovider tests/vagrant -m "not vrrp_fault"; \
 	echo "--- make test-vagrant took $$(( $$(date +%s) - started )) s"
+
+test-vagrant-vrrp: venv ## the load balancer holder cut off under load, on the Vagrant VMs (needs make vagrant-lab; a KVM host)
+	$(VLAB) exec $(BIN)/pytest -q -rP -p no:cacheprovider tests/vagrant -m vrrp_fault

@@ -25,7 +25,8 @@ from tests.support.wait import wait_until
 from .conftest import PROBES
 from .test_20_failover import LIGHT, NAIVE_LIGHT
 
-pytestmark = pytest.mark.usefixtures("healthy")
+# Not in make test-vagrant (make test-vagrant-vrrp): see the vrrp_fault marker in pyproject.toml.
+pytestmark = [pytest.mark.usefixtures("healthy"), pytest.mark.vrrp_fault]
 
 BALANCE = Balancers(on_node)
 
