@@ -57,15 +57,19 @@ class Loads:
         return self.careful.marks
 
 
-def load(**overrides: Unpack[LoadShape]) -> Loads:
-    """Both clients through the load balancer, started together (LOAD, with overrides)."""
-    shape: LoadShape = LOAD | overrides
-    # The naive client takes the scenario's count, pace and bound; its connections,
-    # timeout and no-retry are its own (loadgen.NaiveRun).
+def naive_shape(shape: LoadShape) -> LoadShape:
+    """The naive client's shape beside a careful one: the scenario's count, pace, bound and
+    mix; its connections, timeout and no-retry are its own (loadgen.NaiveRun)."""
     naive = LoadShape(total=shape["total"], rate=shape["rate"], max_seconds=shape["max_seconds"])
     if "post_every" in shape:
         naive["post_every"] = shape["post_every"]
-    return Loads(LoadRun(PUBLIC_URL, **shape), NaiveRun(PUBLIC_URL, **naive)).start()
+    return naive
+
+
+def load(**overrides: Unpack[LoadShape]) -> Loads:
+    """Both clients through the load balancer, started together (LOAD, with overrides)."""
+    shape: LoadShape = LOAD | overrides
+    return Loads(LoadRun(PUBLIC_URL, **shape), NaiveRun(PUBLIC_URL, **naive_shape(shape))).start()
 
 
 def finish(

@@ -92,7 +92,8 @@ def balancer_fault(
     # once the old holder was back only the new one answered. The watch's longest silence
     # is a printed figure: on this 2-CPU host a busy moment (the old holder booting) can
     # make every probe miss its 0.25 s timeout while nothing moved.
-    assert BALANCE.vrrp_record(peer) == took_over, (took_over, BALANCE.vrrp_record(peer))
+    at_the_end = BALANCE.vrrp_record(peer)
+    assert at_the_end == took_over, (took_over, at_the_end)
     settled = watch.after(t_back)
     assert settled and not [s for s in settled if s.balancer not in (None, peer)], {s.balancer for s in settled}
     assert_clean(careful, run.careful)

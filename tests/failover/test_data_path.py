@@ -79,6 +79,7 @@ SEEDED = 200_000
 BATCH = 500  # todos a script call: a few milliseconds of Redis each
 SLOWLOG_US = 10_000  # the printed figure: the API's commands over 10 ms during the load
 PAGE = 100  # what the sampler asks for: the page's own size
+SORTED_SET_RANGES = ("ZRANGE", "ZREVRANGE", "ZRANGEBYSCORE", "ZREVRANGEBYSCORE")
 # Reads that walk a whole key, whatever its size: never from the API.
 WHOLE_KEY_READS = {"HGETALL", "HKEYS", "HVALS", "KEYS", "SMEMBERS", "SCAN", "HSCAN", "SSCAN", "ZSCAN", "SORT"}
 # SLOWLOG keeps 32 arguments of a command; the last one it shows then says how many it left out.
@@ -225,9 +226,7 @@ def test_bounded_reads_with_200k_todos_during_a_kill_9() -> None:
         assert int(first_page.headers.get("x-total-count", "0")) >= SEEDED, dict(first_page.headers)
         page_reads = commands_of_a_page_read()
         unbounded = [e["args"][:6] for e in page_reads if not bounded(e["args"])]
-        assert any(e["args"][0].upper() in ("ZRANGE", "ZREVRANGE", "ZRANGEBYSCORE", "ZREVRANGEBYSCORE") for e in page_reads), [
-            e["args"][:6] for e in page_reads
-        ]
+        assert any(e["args"][0].upper() in SORTED_SET_RANGES for e in page_reads), [e["args"][:6] for e in page_reads]
         assert not unbounded, f"a page read of {PAGE} sent commands that read more than a page: {unbounded}"
 
         PROBES.redis_admin(f"CONFIG SET slowlog-log-slower-than {SLOWLOG_US}")
@@ -305,7 +304,7 @@ def bounded(args: list[str]) -> bool:
     command, upper = args[0].upper(), [a.upper() for a in args]
     if command in WHOLE_KEY_READS:
         return False
-    if command in ("ZRANGE", "ZREVRANGE", "ZRANGEBYSCORE", "ZREVRANGEBYSCORE"):
+    if command in SORTED_SET_RANGES:
         if "LIMIT" in upper:
             return int(args[upper.index("LIMIT") + 2]) in range(0, PAGE + 2)
         by_index = command in ("ZRANGE", "ZREVRANGE") and not {"BYSCORE", "BYLEX"} & set(upper)

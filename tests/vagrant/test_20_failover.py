@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from tests.failover.loadgen import LoadRun, LoadShape, NaiveRun
-from tests.failover.scenario import assert_kept, assert_unclear_at_most_one_per_connection
+from tests.failover.scenario import assert_kept, assert_unclear_at_most_one_per_connection, naive_shape
 from tests.support.model import PUBLIC_URL, TOPO
 from tests.support.probes import assert_unharmed
 from tests.support.wait import wait_until
@@ -52,9 +52,6 @@ LIGHT: LoadShape = {
     "request_timeout": 15.0,
     "concurrency": 64,
 }
-# The naive client at the same pace and bounds (its 16 connections, no retry and
-# 30 s timeout are its own: it waits out NGINX's read timeout too).
-NAIVE_LIGHT: LoadShape = {"total": LIGHT["total"], "rate": LIGHT["rate"], "max_seconds": LIGHT["max_seconds"]}
 # How long an instance may take to be ready again after its restart: the VMs' TimeoutStartSec.
 RESTART_S = 300.0
 
@@ -62,8 +59,7 @@ RESTART_S = 300.0
 def start_loads(**overrides: Unpack[LoadShape]) -> tuple[LoadRun, LoadRun]:
     """The careful and the naive client, started together (LIGHT, with overrides)."""
     careful: LoadShape = LIGHT | overrides
-    naive = LoadShape(total=careful["total"], rate=careful["rate"], max_seconds=careful["max_seconds"])
-    return LoadRun(PUBLIC_URL, **careful).start(), NaiveRun(PUBLIC_URL, **naive).start()
+    return LoadRun(PUBLIC_URL, **careful).start(), NaiveRun(PUBLIC_URL, **naive_shape(careful)).start()
 
 
 def mark(runs: tuple[LoadRun, ...], name: str) -> None:

@@ -14,16 +14,15 @@ import time
 
 import pytest
 
-from tests.failover.loadgen import LoadRun, NaiveRun
 from tests.failover.scenario import assert_kept, assert_unclear_at_most_one_per_connection
 from tests.support.balancers import BALANCERS, AddressWatch, Balancers, peer_of
-from tests.support.model import PUBLIC_URL, TOPO
+from tests.support.model import TOPO
 from tests.support.probes import assert_unharmed
 from tests.support.vagrant import on_node
 from tests.support.wait import wait_until
 
 from .conftest import PROBES
-from .test_20_failover import LIGHT, NAIVE_LIGHT
+from .test_20_failover import start_loads
 
 # Not in make test-vagrant (make test-vagrant-vrrp): see the vrrp_fault marker in pyproject.toml.
 pytestmark = [pytest.mark.usefixtures("healthy"), pytest.mark.vrrp_fault]
@@ -56,9 +55,7 @@ def test_holder_cut_off_its_network_light() -> None:
     nic = private_interface(old)
     watch = AddressWatch(timeout=1.0, every=0.05).start()
     # 500 requests at 10/s: 50 s, around a fault of about 25 s.
-    careful = LoadRun(PUBLIC_URL, **(LIGHT | {"total": 500})).start()
-    naive_run = NaiveRun(PUBLIC_URL, **(NAIVE_LIGHT | {"total": 500})).start()
-    runs = (careful, naive_run)
+    runs = careful, naive_run = start_loads(total=500)
     time.sleep(3)
     t_fault = time.monotonic()
     try:
