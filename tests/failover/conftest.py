@@ -16,6 +16,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         return
     lines = [HEADER, *(format_row(r) for r in ROWS)]
     terminalreporter.write_sep("=", "failover scenarios")
+    lines += ["", "Redis stalls over its latency-monitor-threshold (LATENCY LATEST, since Redis started):"]
+    lines += PROBES.redis_stalls().splitlines()
     for line in lines:
         terminalreporter.write_line(line)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

@@ -243,7 +243,10 @@ def assert_no_refusal(naive: LoadRun) -> None:
     race, so it shows as "no answer" in the row's note, never as an assertion.
     """
     answered = [(o.index, o.method, o.status, o.refusals[-1] if o.refusals else None) for o in naive.failures() if o.status]
-    assert not answered, f"the naive client was refused through a reload: {answered[:10]}"
+    assert not answered, (
+        f"the naive client was refused through a reload: {answered[:10]} ({len(answered)} in all)\n"
+        f"Redis stalls (LATENCY LATEST): {PROBES.redis_stalls()}"
+    )
     dropped = [(o.index, o.method, o.error) for o in naive.failures() if not o.status]
     if dropped:
         print(f"\nnaive client: {len(dropped)} requests met a closing keep-alive connection: {dropped[:5]}")

@@ -71,6 +71,12 @@ def test_redis(host: Host) -> None:
     assert host.file("/etc/redis/redis.conf").mode == 0o640
     assert host.file("/etc/redis/redis.conf").contains("^appendonly yes")
     assert host.file("/etc/redis/redis.conf").contains("^maxmemory-policy noeviction")
+    # The running server records its stalls (fsync, fork...) for LATENCY LATEST.
+    threshold = host.run(
+        'REDISCLI_AUTH="$(cat /etc/redis/admin.password)" redis-cli --user admin --no-auth-warning '
+        f"-h {LOOPBACK} -p {service_port('redis')} CONFIG GET latency-monitor-threshold"
+    )
+    assert threshold.stdout.split() == ["latency-monitor-threshold", "100"], threshold.stdout + threshold.stderr
 
 
 def test_todo_api(host: Host) -> None:

@@ -172,6 +172,17 @@ class Probes:
             raise AssertionError(f"redis-cli {args[:200]!r} answered an error:\n{result.stdout[-2000:]}\n{result.stderr[-1000:]}")
         return result
 
+    def redis_stalls(self) -> str:
+        """What held Redis longer than its latency monitor's threshold (LATENCY LATEST),
+        one event a line: a printed figure beside the rows, and the first suspect when
+        an instance answered "storage unavailable" while Redis ran."""
+        result = self.redis_admin("LATENCY LATEST", check=False, timeout=30)
+        fields = result.stdout.split()
+        if result.returncode or len(fields) % 4:
+            return f"LATENCY LATEST unreadable: {(result.stdout + result.stderr).strip()[:300]}"
+        events = [fields[i : i + 4] for i in range(0, len(fields), 4)]
+        return "\n".join(f"{name}: latest {latest} ms, max {peak} ms" for name, _, latest, peak in events) or "none"
+
     def all_healthy(self, timeout: float) -> None:
         for instance in INSTANCE_NODE:
             wait_until(f"instance {instance} healthy", partial(self.instance_healthy, instance), timeout=timeout)

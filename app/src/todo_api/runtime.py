@@ -25,7 +25,10 @@ class Runtime:
             settings.unhealthy_percent,
         )
         self.store = TodoStore(
-            settings.redis_url, settings.redis_password, username=settings.redis_username
+            settings.redis_url,
+            settings.redis_password,
+            timeout=settings.redis_timeout_ms / 1000,
+            username=settings.redis_username,
         )
         self.health = HealthChecker(
             settings.instance, self.monitor, self.store, self.metrics, self.log
