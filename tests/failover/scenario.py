@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Unpack
@@ -50,6 +51,13 @@ class Loads:
 
     def finished(self) -> bool:
         return all(run.finished() for run in self)
+
+    def stop_at(self, requests: int) -> None:
+        """Stop both once each has sent `requests` (the scenario's row must hold that many,
+        whenever its fault ended); a run that ends first by its own bounds ends there."""
+        while not all(run.progress() >= requests or run.finished() for run in self):
+            time.sleep(0.1)
+        self.stop()
 
     @property
     def marks(self) -> dict[str, float]:

@@ -29,7 +29,7 @@ from tests.support.lab import labctl, on_node
 from tests.support.wait import wait_until
 
 from .loadgen import LoadRun
-from .scenario import ROWS, assert_clean, assert_kept, assert_unclear_at_most_one_per_connection, finish, load
+from .scenario import LOAD, ROWS, assert_clean, assert_kept, assert_unclear_at_most_one_per_connection, finish, load
 
 pytestmark = pytest.mark.usefixtures("healthy")
 
@@ -161,7 +161,7 @@ def test_rolling_restart_of_the_balancers() -> None:
     t_fault = time.monotonic()
     playbook("rolling-restart.yml", "--tags", "loadbalancer")
     run.mark("recover")
-    run.stop()
+    run.stop_at(LOAD["total"])
     watch.stop()
     takeover = watch.takeover(t_fault, old)
     unanswered = [s for s in watch.after(t_fault) if s.balancer is None]
@@ -172,7 +172,7 @@ def test_rolling_restart_of_the_balancers() -> None:
     careful, naive = finish(run, "lb rolling restart", sick=None, note=note)
     assert holder() == peer_of(old)
     for row in (careful, naive):
-        assert row["requests"] >= 300, f"{row['scenario']}: the load stopped before the rolling restart"
+        assert row["requests"] >= LOAD["total"], f"{row['scenario']}: the load stopped early"
         assert_kept(row)
     assert careful["failures"] == 0, careful
     assert_unclear_at_most_one_per_connection(run.naive)

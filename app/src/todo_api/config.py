@@ -134,7 +134,7 @@ class Settings:
     redis_username: str | None = _var("TODO_API_REDIS_USERNAME", None)
     redis_password: str | None = _var("TODO_API_REDIS_PASSWORD", None, _parse_secret)
     # per Redis call and per wait for a pooled connection; past it, 503 storage unavailable
-    # (README, Settings: why not 1 s)
+    # (app README: why 5 s)
     redis_timeout_ms: int = _int_var("TODO_API_REDIS_TIMEOUT_MS", 5000, minimum=1)
     memory_limit_mb: int = _int_var("TODO_API_MEMORY_LIMIT_MB", 512)
     unhealthy_percent: int = _int_var("TODO_API_UNHEALTHY_PERCENT", 80, maximum=100)
