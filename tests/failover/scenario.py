@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Unpack
@@ -11,6 +10,7 @@ from tests.support.lab import on_node
 from tests.support.model import PUBLIC_URL
 from tests.support.probes import Probes, assert_unharmed
 from tests.support.run import REPO
+from tests.support.wait import poll
 
 from .loadgen import LoadRun, LoadShape, NaiveRun, Outcome
 
@@ -55,8 +55,11 @@ class Loads:
     def stop_at(self, requests: int) -> None:
         """Stop both once each has sent `requests` (the scenario's row must hold that many,
         whenever its fault ended); a run that ends first by its own bounds ends there."""
-        while not all(run.progress() >= requests or run.finished() for run in self):
-            time.sleep(0.1)
+        poll(
+            lambda: all(run.progress() >= requests or run.finished() for run in self),
+            timeout=max(run.max_seconds for run in self),
+            every=0.1,
+        )
         self.stop()
 
     @property

@@ -101,8 +101,8 @@ def balancer_fault(
     assert_kept(naive)
     # Each naive connection open to the old holder dies at most once (the address moves once):
     # at most one unanswered request per connection. A clear refusal (an instance's JSON 503
-    # with Retry-After: its Redis calls timed out while the 2-CPU host was at its busiest) is
-    # counted in the row's note, not bounded here (issue 16: the instance's own stalls).
+    # with Retry-After, "storage unavailable": Redis held by a slow fsync past the API's Redis
+    # timeout, see roles/redis/README.md) is counted in the row's note, not bounded here.
     assert_unclear_at_most_one_per_connection(run.naive)
 
 

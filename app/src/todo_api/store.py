@@ -118,8 +118,9 @@ class TodoStore:
     def __init__(
         self,
         url: str,
-        password: str | None = None,
-        timeout: float = 1.0,
+        password: str | None,
+        *,
+        timeout: float,  # seconds; Settings.redis_timeout_ms is the one default
         username: str | None = None,
     ) -> None:
         kwargs: dict[str, Any] = {
