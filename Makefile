@@ -68,7 +68,7 @@ lint: venv ## yamllint, ansible-lint, ruff, mypy, vagrant validate
 
 unit: venv ## tests that need no lab (labctl's pure parts; the API against a real redis-server)
 	$(BIN)/pytest -q tests/unit
-	cd app && ../$(BIN)/pytest -q -rP  # -rP: the figures the fuzz and paging tests print
+	cd app && ../$(BIN)/pytest -q -rfEP  # -rfEP: failures and errors in the summary, and the figures the fuzz and paging tests print
 
 lab-test: venv ## the lab itself: teardown leaves nothing, limits are enforced, up is idempotent
 	$(BIN)/pytest -q tests/lab

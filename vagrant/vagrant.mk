@@ -40,8 +40,8 @@ test-vagrant: venv ## the tests on the Vagrant VMs (needs make vagrant-lab)
 	  $(VLAB) exec env ANSIBLE_SSH_EXTRA_ARGS="$(VAGRANT_SSH_ARGS)" $(BIN)/pytest -q -p no:cacheprovider tests/infra \
 	    --hosts=ansible://all --ansible-inventory=$(VAGRANT_INVENTORY) -m "not idempotence and not operator and not edge_load"; \
 	else echo "tests/infra has no tests yet: skipped"; fi; \
-	$(VLAB) exec $(BIN)/pytest -q -rP -p no:cacheprovider tests/vagrant -m "not vrrp_fault"; \
+	$(VLAB) exec $(BIN)/pytest -q -rfEP -p no:cacheprovider tests/vagrant -m "not vrrp_fault"; \
 	echo "--- make test-vagrant took $$(( $$(date +%s) - started )) s"
 
 test-vagrant-vrrp: venv ## the load balancer holder cut off under load, on the Vagrant VMs (needs make vagrant-lab; a KVM host)
-	$(VLAB) exec $(BIN)/pytest -q -rP -p no:cacheprovider tests/vagrant -m vrrp_fault
+	$(VLAB) exec $(BIN)/pytest -q -rfEP -p no:cacheprovider tests/vagrant -m vrrp_fault
