@@ -63,7 +63,7 @@ def test_readme_env_table_is_settings() -> None:
     for name, f in env.items():
         if name == "TODO_API_MANAGEMENT":
             assert rows[name] == f"`{MANAGEMENT_DEFAULT.format(instance='${INSTANCE}')}`"
-        elif f.default in ("", None):
+        elif f.default in ("", None, ()):
             assert rows[name] in ("(required)", "(none)"), name
         else:
             assert rows[name] == f"`{f.default}`", name
@@ -83,11 +83,15 @@ def test_every_variable_is_read() -> None:
         elif name != "TODO_API_MANAGEMENT":
             env.setdefault(name, f"v-{name}")
     env["TODO_API_MANAGEMENT"] = "127.0.0.1:9009"
+    env["TODO_API_REDIS_SENTINELS"] = "10.0.0.1:26379, s2:26380"
+    env["TODO_API_REDIS_TIMEOUT_MS"] = "18"  # the replica wait (17) must stay below it
     s = Settings.from_env(env)
     for name, f in Settings.env_vars().items():
         value = getattr(s, f.name)
         if name == "TODO_API_MANAGEMENT":
             assert (value.host, value.port) == ("127.0.0.1", 9009)
+        elif name == "TODO_API_REDIS_SENTINELS":
+            assert value == (("10.0.0.1", 26379), ("s2", 26380))
         else:
             assert str(value) == env[name], name
     assert Settings.from_env({"TODO_API_INSTANCE": " 3 ", "TODO_API_HOST": "  "}).host == (
@@ -95,5 +99,9 @@ def test_every_variable_is_read() -> None:
     )
     with pytest.raises(ConfigError, match="TODO_API_INSTANCE"):
         Settings.from_env({"TODO_API_INSTANCE": "  "})
+    with pytest.raises(ConfigError, match="TODO_API_REDIS_SENTINELS: expected HOST:PORT"):
+        Settings.from_env({"TODO_API_INSTANCE": "1", "TODO_API_REDIS_SENTINELS": "a:1,b"})
+    with pytest.raises(ConfigError, match="REPLICA_WAIT_MS must be below"):
+        Settings.from_env({"TODO_API_INSTANCE": "1", "TODO_API_REDIS_REPLICA_WAIT_MS": "5000"})
     with pytest.raises(ConfigError, match="TODO_API_GRACEFUL_TIMEOUT: must be >= 1"):
         Settings.from_env({"TODO_API_INSTANCE": "1", "TODO_API_GRACEFUL_TIMEOUT": "0"})

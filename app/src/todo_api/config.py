@@ -96,6 +96,19 @@ def _int_parser(minimum: int, maximum: int | None) -> Callable[[str, str], int |
     return parse
 
 
+def _parse_endpoints(name: str, raw: str) -> tuple[tuple[str, int], ...] | None:
+    """``host:port,host:port`` (Sentinels); empty means none."""
+    out: list[tuple[str, int]] = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        host, sep, port_s = item.rpartition(":")
+        if not sep or not host or not port_s.isdigit() or not 0 < int(port_s) <= 65535:
+            raise ConfigError(f"{name}: expected HOST:PORT[,HOST:PORT...], got {item!r}")
+        out.append((host, int(port_s)))
+    return tuple(out) or None
+
+
 def _parse_management(name: str, raw: str) -> ManagementBind | None:
     return parse_management(raw) if raw.strip() else None
 
@@ -136,6 +149,22 @@ class Settings:
     # per Redis call and per wait for a pooled connection; past it, 503 storage unavailable
     # (app README: why 5 s)
     redis_timeout_ms: int = _int_var("TODO_API_REDIS_TIMEOUT_MS", 5000, minimum=1)
+    # Sentinels to ask for the primary of redis_sentinel_master; none = redis_url is the primary
+    redis_sentinels: tuple[tuple[str, int], ...] = _var(
+        "TODO_API_REDIS_SENTINELS", (), _parse_endpoints
+    )
+    redis_sentinel_master: str = _var("TODO_API_REDIS_SENTINEL_MASTER", "halab")
+    redis_sentinel_username: str | None = _var("TODO_API_REDIS_SENTINEL_USERNAME", None)
+    redis_sentinel_password: str | None = _var(
+        "TODO_API_REDIS_SENTINEL_PASSWORD", None, _parse_secret
+    )
+    # after each write, wait up to this long for a replica's acknowledgment (WAIT 1 ms);
+    # 0: never wait (no replica). Without one in time the write stands on the primary's
+    # fsynced AOF and health says DEGRADED (app README: the durability promise)
+    redis_replica_wait_ms: int = _int_var("TODO_API_REDIS_REPLICA_WAIT_MS", 0, minimum=0)
+    # how long a request keeps looking for the primary (through the Sentinels) before
+    # answering 503 storage unavailable; 0: not at all
+    redis_failover_wait_ms: int = _int_var("TODO_API_REDIS_FAILOVER_WAIT_MS", 0, minimum=0)
     memory_limit_mb: int = _int_var("TODO_API_MEMORY_LIMIT_MB", 512)
     unhealthy_percent: int = _int_var("TODO_API_UNHEALTHY_PERCENT", 80, maximum=100)
     cgroup_root: str = _var("TODO_API_CGROUP_ROOT", "/sys/fs/cgroup")
@@ -157,6 +186,12 @@ class Settings:
         if self.management == _UNSET:
             bind = parse_management(MANAGEMENT_DEFAULT.format(instance=self.instance))
             object.__setattr__(self, "management", bind)
+        if self.redis_replica_wait_ms and self.redis_replica_wait_ms >= self.redis_timeout_ms:
+            raise ConfigError(
+                "TODO_API_REDIS_REPLICA_WAIT_MS must be below TODO_API_REDIS_TIMEOUT_MS "
+                f"({self.redis_replica_wait_ms} >= {self.redis_timeout_ms}): the WAIT for a "
+                "replica is one Redis call"
+            )
 
     @classmethod
     def env_vars(cls) -> dict[str, Field[Any]]:

@@ -3,7 +3,8 @@
 Only the instance's own sickness (memory) makes it unready (503): every instance shares one
 Redis, so a Redis outage answered 503 here would make the load balancer eject them all at
 once. Redis unreachable is 200 with status DEGRADED (and the todo routes answer 503 storage
-unavailable, a status NGINX neither retries nor counts against the instance)."""
+unavailable, a status NGINX neither retries nor counts against the instance); so are writes
+that no replica acknowledges (when the instance waits for one)."""
 
 from __future__ import annotations
 
@@ -104,13 +105,21 @@ class HealthChecker:
             )
         if not redis:
             reasons.append("redis unreachable")
-        status = "UNHEALTHY" if over else ("DEGRADED" if not redis else "OK")
+        # waiting for replicas: how many acknowledged the latest write or check
+        replicas = self.store.replicas if self.store.replica_wait_ms else None
+        unreplicated = redis and replicas == 0
+        if unreplicated:
+            reasons.append("no replica acknowledges writes: they stand on the primary alone")
+        status = "UNHEALTHY" if over else ("DEGRADED" if not redis or unreplicated else "OK")
         body: dict[str, Any] = {
             "status": status,
             "instance": self.instance,
             **self._mem_fields(r),
             "redis": "ok" if redis else "down",
         }
+        if replicas is not None:
+            body["replicas"] = replicas
+            self.metrics.redis_replicas.set(replicas)
         if reasons:
             body["reasons"] = reasons
         # healthy = ready for traffic = what the load balancer sees: a DEGRADED instance is not

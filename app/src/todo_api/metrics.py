@@ -7,7 +7,11 @@ todo_api_unhealthy_ratio`` is the app's own shedding condition."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 ROUTE_LABELS = ("method", "route", "status")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -60,8 +64,26 @@ class Metrics:
             "Redis operations that failed (unreachable, timeout, full, other errors)",
         )
 
+        self.redis_replicas = self._gauge(
+            "todo_api_redis_replicas",
+            "Replicas that acknowledged the instance's latest Redis write or check (only with "
+            "TODO_API_REDIS_REPLICA_WAIT_MS); 0 = writes stand on the primary alone",
+        )
+
+    def count_from(self, name: str, documentation: str, read: Callable[[], float]) -> None:
+        """A counter whose value another object keeps (read at scrape time)."""
+        self.registry.register(_ReadCounter(name, documentation, read))
+
     def _gauge(self, name: str, documentation: str) -> Gauge:
         return Gauge(name, documentation, registry=self.registry)
 
     def _counter(self, name: str, documentation: str) -> Counter:
         return Counter(name, documentation, registry=self.registry)
+
+
+class _ReadCounter(Collector):
+    def __init__(self, name: str, documentation: str, read: Callable[[], float]) -> None:
+        self.name, self.documentation, self.read = name, documentation, read
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self.name.removesuffix("_total"), self.documentation, self.read())

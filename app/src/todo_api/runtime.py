@@ -24,11 +24,18 @@ class Runtime:
             settings.memory_limit_mb,
             settings.unhealthy_percent,
         )
-        self.store = TodoStore(
-            settings.redis_url,
-            settings.redis_password,
-            timeout=settings.redis_timeout_ms / 1000,
-            username=settings.redis_username,
+        self.store = TodoStore(settings)
+        self.metrics.count_from(
+            "todo_api_redis_unreplicated_writes_total",
+            "Writes no replica acknowledged within TODO_API_REDIS_REPLICA_WAIT_MS (kept on the "
+            "primary's fsynced AOF alone)",
+            lambda: self.store.unreplicated_writes,
+        )
+        self.metrics.count_from(
+            "todo_api_redis_failover_retries_total",
+            "Redis operations tried again while looking for the primary (TODO_API_REDIS_"
+            "FAILOVER_WAIT_MS)",
+            lambda: self.store.failover_retries,
         )
         self.health = HealthChecker(
             settings.instance, self.monitor, self.store, self.metrics, self.log

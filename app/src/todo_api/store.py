@@ -1,15 +1,31 @@
-"""Redis storage: todos, ids and idempotency records, every multi-key change atomic (Lua)."""
+"""Redis storage: todos, ids and idempotency records, every multi-key change atomic (Lua).
+
+The primary is either TODO_API_REDIS_URL or whichever node the Sentinels name (then a request
+keeps looking for it through a failover, and every write waits for a replica's
+acknowledgment: app README, "The durability promise")."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .config import Settings
+
+T = TypeVar("T")
 
 DATA = "todos:data"  # hash: id -> todo JSON
 ORDER = "todos:order"  # sorted set: id scored by creation sequence
@@ -114,15 +130,50 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+# Pause between two tries of a request while the primary is being replaced.
+FAILOVER_PAUSE_S = 0.2
+# What a failover looks like from here: the old primary refuses, times out, or (demoted)
+# answers READONLY, which the Sentinel-managed connection turns into a ConnectionError.
+_PRIMARY_GONE = (RedisConnectionError, RedisTimeoutError)
+
+
+class NewestEpochSentinel(Sentinel):
+    """Asks every Sentinel at once and trusts the answer with the newest configuration epoch.
+
+    redis-py's Sentinel takes the first Sentinel that answers: one cut off with the old
+    primary keeps naming it (it never saw the failover), and a client that reaches both
+    would write to a node that is about to be demoted (and lose those writes)."""
+
+    async def discover_master(self, service_name: str) -> tuple[str, int]:
+        async def ask(sentinel: Redis) -> dict[str, Any] | None:
+            try:
+                masters = cast(dict[str, dict[str, Any]], await sentinel.sentinel_masters())
+                state = masters.get(service_name)
+            except (RedisConnectionError, RedisTimeoutError, ResponseError):
+                return None
+            return state if state and self.check_master_state(state, service_name) else None
+
+        states = [st for st in await asyncio.gather(*map(ask, self.sentinels)) if st]
+        if not states:
+            raise MasterNotFoundError(f"no Sentinel names a primary for {service_name!r}")
+        newest = max(states, key=lambda st: int(st.get("config-epoch", 0)))
+        return str(newest["ip"]), int(newest["port"])
+
+
+class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
+    """Sentinel-managed connections, and a request waits for a free one (as with the URL)."""
+
+
 class TodoStore:
-    def __init__(
-        self,
-        url: str,
-        password: str | None,
-        *,
-        timeout: float,  # seconds; Settings.redis_timeout_ms is the one default
-        username: str | None = None,
-    ) -> None:
+    def __init__(self, settings: Settings) -> None:
+        timeout = settings.redis_timeout_ms / 1000
+        self.replica_wait_ms = settings.redis_replica_wait_ms
+        self.failover_wait = settings.redis_failover_wait_ms / 1000
+        # replicas that acknowledged the latest write or check; None: not waiting for any
+        self.replicas: int | None = None
+        self.unreplicated_writes = 0
+        self.failover_retries = 0
+        password, username = settings.redis_password, settings.redis_username
         kwargs: dict[str, Any] = {
             "socket_timeout": timeout,
             "socket_connect_timeout": timeout,
@@ -138,8 +189,31 @@ class TodoStore:
         # A blocking pool: a request waits (up to `timeout`) for one of the 64 connections
         # instead of failing at once. The default pool raised "Too many connections" (a 503
         # "storage unavailable" though Redis was fine) under 100 concurrent requests.
-        pool = BlockingConnectionPool.from_url(url, max_connections=64, timeout=timeout, **kwargs)
-        self.redis: Redis = Redis.from_pool(pool)  # owns the pool: aclose() closes it
+        self.sentinel: Sentinel | None = None
+        if settings.redis_sentinels:
+            sentinel_kwargs: dict[str, Any] = {
+                "socket_timeout": timeout,
+                "socket_connect_timeout": timeout,
+                "username": settings.redis_sentinel_username,
+                "password": settings.redis_sentinel_password,
+            }
+            self.sentinel = NewestEpochSentinel(  # type: ignore[no-untyped-call]
+                settings.redis_sentinels, sentinel_kwargs=sentinel_kwargs
+            )
+            db = parse_url(settings.redis_url).get("db", 0)
+            self.redis = self.sentinel.master_for(
+                settings.redis_sentinel_master,
+                connection_pool_class=BlockingSentinelPool,
+                max_connections=64,
+                timeout=timeout,
+                db=db,
+                **kwargs,
+            )
+        else:
+            pool = BlockingConnectionPool.from_url(
+                settings.redis_url, max_connections=64, timeout=timeout, **kwargs
+            )
+            self.redis = Redis.from_pool(pool)  # owns the pool: aclose() closes it
         self._list = self.redis.register_script(_LIST)
         self._create = self.redis.register_script(_CREATE)
         self._patch = self.redis.register_script(_PATCH)
@@ -147,19 +221,60 @@ class TodoStore:
 
     async def close(self) -> None:
         await self.redis.aclose()
+        if self.sentinel is not None:
+            await self.sentinel.aclose()
+
+    async def _call(self, op: Callable[[], Awaitable[T]], *, repeatable: bool = True) -> T:
+        """``op()``, tried again while the primary is being replaced (up to failover_wait)."""
+        deadline = time.monotonic() + self.failover_wait
+        while True:
+            try:
+                return await op()
+            except _PRIMARY_GONE:
+                if not repeatable or time.monotonic() + FAILOVER_PAUSE_S > deadline:
+                    raise
+            self.failover_retries += 1
+            await asyncio.sleep(FAILOVER_PAUSE_S)
+
+    async def _write(self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """Run a writing script; with replica_wait_ms, WAIT for a replica in the same round trip."""
+        if not self.replica_wait_ms:
+            return await script(keys=keys, args=args)
+        for _ in range(2):  # the second time after loading the script (a new primary)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                pipe.execute_command("WAIT", 1, self.replica_wait_ms)
+                result, acked = await pipe.execute(raise_on_error=False)
+            if not isinstance(result, NoScriptError):
+                break
+            await self.redis.script_load(script.script)
+        for reply in (result, acked):
+            if isinstance(reply, Exception):
+                raise reply
+        self.replicas = int(acked)
+        if not self.replicas:
+            self.unreplicated_writes += 1
+        return result
 
     async def ping(self) -> bool:
-        return bool(await self.redis.ping())
+        """Reachable; with replica_wait_ms, also counts the replicas up to date (WAIT 0 0)."""
+        if not self.replica_wait_ms:
+            return bool(await self.redis.ping())
+        # WAIT 0 0 answers at once: the replicas that acknowledged this connection's last write
+        self.replicas = int(await self.redis.execute_command("WAIT", 0, 0))
+        return True
 
     async def list_page(self, limit: int, cursor: str | None, order: str) -> Page:
         """One page, its JSON array built inside Redis (one bulk reply, nothing to parse)."""
-        body, nxt, total = await self._list(keys=[DATA, ORDER], args=[limit, cursor or "", order])
+        body, nxt, total = await self._call(
+            lambda: self._list(keys=[DATA, ORDER], args=[limit, cursor or "", order])
+        )
         raw = body if isinstance(body, bytes) else str(body).encode()
         next_cursor = _text(nxt) or None
         return Page(raw, next_cursor, int(total))
 
     async def get_json(self, todo_id: str) -> bytes | None:
-        raw = await self.redis.hget(DATA, todo_id)
+        raw = await self._call(lambda: self.redis.hget(DATA, todo_id))
         return None if raw is None else raw if isinstance(raw, bytes) else str(raw).encode()
 
     async def get(self, todo_id: str) -> dict[str, Any] | None:
@@ -176,16 +291,18 @@ class TodoStore:
         todo_json: str | None = None,
     ) -> Created:
         """Store ``todo``; with ``idem_key``, atomically: replay/mismatch or create + record.
-        ``todo_json``: the caller's compact JSON of ``todo`` when it already has it."""
-        outcome_b, raw = await self._create(
-            keys=[DATA, ORDER, SEQ, IDEM_PREFIX + idem_key if idem_key else IDEM_PREFIX],
-            args=[
-                todo["id"],
-                todo_json if todo_json is not None else json.dumps(todo, separators=(",", ":")),
-                fingerprint if idem_key else "",
-                record,
-                ttl,
-            ],
+        ``todo_json``: the caller's compact JSON of ``todo`` when it already has it. Only a
+        create with a key is tried again through a failover: its record makes that safe."""
+        keys = [DATA, ORDER, SEQ, IDEM_PREFIX + idem_key if idem_key else IDEM_PREFIX]
+        args = [
+            todo["id"],
+            todo_json if todo_json is not None else json.dumps(todo, separators=(",", ":")),
+            fingerprint if idem_key else "",
+            record,
+            ttl,
+        ]
+        outcome_b, raw = await self._call(
+            lambda: self._write(self._create, keys, args), repeatable=bool(idem_key)
         )
         outcome = _text(outcome_b)
         if outcome == "replay":
@@ -198,8 +315,18 @@ class TodoStore:
         return Created("created")
 
     async def patch(self, todo_id: str, fields: dict[str, Any]) -> dict[str, Any] | None:
-        raw = await self._patch(keys=[DATA], args=[todo_id, json.dumps(fields)])
+        args = [todo_id, json.dumps(fields)]  # a merge: the same result if applied twice
+        raw = await self._call(lambda: self._write(self._patch, [DATA], args))
         return None if raw is None else dict(json.loads(raw))
 
     async def delete(self, todo_id: str) -> bool:
-        return bool(await self._delete(keys=[DATA, ORDER], args=[todo_id]))
+        """True if the todo is gone. After a failed first try, a second one that finds
+        nothing cannot tell "never existed" from "the first try deleted it": True."""
+        tries = 0
+
+        async def once() -> bool:
+            nonlocal tries
+            tries += 1
+            return bool(await self._write(self._delete, [DATA, ORDER], [todo_id])) or tries > 1
+
+        return await self._call(once)

@@ -1,0 +1,296 @@
+"""The app on a replicated Redis under Sentinel: REAL redis-server processes on loopback (a
+primary, a replica and three Sentinels, started by `redis-server --sentinel`), the app
+in-process. What the durability promise and a failover look like from the app's side."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import httpx
+import pytest
+import redis
+
+from todo_api.app import create_public_app
+from todo_api.config import Settings
+from todo_api.runtime import Runtime
+from todo_api.store import DATA, NewestEpochSentinel
+
+from .conftest import free_port
+
+MASTER = "halab"
+# A lab that must fail over in seconds: a primary silent for 1 s is down for a Sentinel.
+DOWN_AFTER_MS = 1000
+
+
+def _exe() -> str:
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.fail("redis-server not installed (apt-get install -y redis-server)")
+    return exe
+
+
+def _wait(what: str, ok: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if ok():
+                return
+        except redis.RedisError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@dataclass
+class Proc:
+    port: int
+    conf: Path
+    sentinel: bool = False
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        args = [_exe(), str(self.conf)] + (["--sentinel"] if self.sentinel else [])
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait(f"redis on {self.port}", lambda: bool(self.client().ping()))
+
+    def kill(self) -> None:
+        """kill -9: no goodbye to the replica or the Sentinels."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+            self.proc = None
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=2, decode_responses=True)
+
+
+@dataclass
+class Replicated:
+    """A primary, its replica, three Sentinels (quorum 2), each with a config file of its own."""
+
+    root: Path
+    data: list[Proc] = field(default_factory=list)
+    sentinels: list[Proc] = field(default_factory=list)
+
+    def start(self) -> None:
+        ports = [free_port() for _ in range(5)]
+        primary = ports[0]
+        for i, port in enumerate(ports[:2]):
+            conf = self.root / f"redis-{port}.conf"
+            lines = [f"port {port}", "bind 127.0.0.1", 'save ""', "appendonly yes",
+                     f"dir {self.root}", f"appendfilename ao-{port}.aof",
+                     f"appenddirname ao-{port}"]
+            if i == 1:
+                lines.append(f"replicaof 127.0.0.1 {primary}")
+            conf.write_text("\n".join(lines) + "\n")
+            self.data.append(Proc(port, conf))
+        for port in ports[2:]:
+            conf = self.root / f"sentinel-{port}.conf"
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {self.root}\n"
+                f"sentinel monitor {MASTER} 127.0.0.1 {primary} 2\n"
+                f"sentinel down-after-milliseconds {MASTER} {DOWN_AFTER_MS}\n"
+                f"sentinel failover-timeout {MASTER} 10000\n"
+            )
+            self.sentinels.append(Proc(port, conf, sentinel=True))
+        for p in self.data + self.sentinels:
+            p.start()
+        _wait("the replica in sync", lambda: self.data[1].client().info("replication")[
+            "master_link_status"] == "up")
+        _wait("the Sentinels to see each other and the replica", self.settled)
+
+    def settled(self) -> bool:
+        for s in self.sentinels:
+            state = cast(dict[str, Any], s.client().sentinel_master(MASTER))
+            if int(state["num-other-sentinels"]) < 2 or int(state["num-slaves"]) < 1:
+                return False
+        return True
+
+    def primary_port(self) -> int:
+        """The primary as the Sentinels name it (all three must agree)."""
+        named = {int(cast(tuple[str, int], s.client().sentinel_get_master_addr_by_name(MASTER))[1])
+                 for s in self.sentinels}
+        assert len(named) == 1, named
+        return named.pop()
+
+    def node(self, port: int) -> Proc:
+        return next(p for p in self.data if p.port == port)
+
+    def stop(self) -> None:
+        for p in self.sentinels + self.data:
+            p.kill()
+
+
+@pytest.fixture
+def replicated(tmp_path: Path) -> Iterator[Replicated]:
+    r = Replicated(tmp_path)
+    try:
+        r.start()
+        yield r
+    finally:
+        r.stop()
+
+
+@pytest.fixture
+async def ha_client(
+    make_settings: Callable[..., Settings], replicated: Replicated
+) -> AsyncIterator[tuple[httpx.AsyncClient, Runtime]]:
+    settings: Settings = make_settings(
+        redis_url="redis://unused/0",  # the Sentinels name the primary
+        redis_sentinels=tuple(("127.0.0.1", s.port) for s in replicated.sentinels),
+        redis_timeout_ms=1000,
+        redis_replica_wait_ms=500,
+        redis_failover_wait_ms=8000,
+    )
+    rt = Runtime(settings)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_public_app(rt)), base_url="http://test"
+    ) as c:
+        yield c, rt
+    await rt.aclose()
+
+
+async def _post(c: httpx.AsyncClient, text: str, **headers: str) -> httpx.Response:
+    return await c.post("/api/todos", json={"texto": text}, headers=headers)
+
+
+async def test_writes_go_to_the_primary_and_reach_the_replica_before_the_answer(
+    ha_client: tuple[httpx.AsyncClient, Runtime], replicated: Replicated
+) -> None:
+    c, _ = ha_client
+    r = await _post(c, "replicated")
+    assert r.status_code == 201, r.text
+    todo_id = r.json()["id"]
+    # WAIT 1 in the same round trip: the replica holds it when the client has its 201
+    primary = replicated.primary_port()
+    replica = next(p for p in replicated.data if p.port != primary)
+    assert replica.client().hexists(DATA, todo_id)
+    health = (await c.get("/api/health")).json()
+    assert (health["status"], health["replicas"]) == ("OK", 1), health
+
+
+async def test_without_a_replica_writes_stand_on_the_primary_and_health_says_degraded(
+    ha_client: tuple[httpx.AsyncClient, Runtime], replicated: Replicated
+) -> None:
+    c, rt = ha_client
+    primary = replicated.primary_port()
+    replica = next(p for p in replicated.data if p.port != primary)
+    replica.kill()
+    started = time.monotonic()
+    r = await _post(c, "only on the primary")
+    waited = time.monotonic() - started
+    assert r.status_code == 201, r.text
+    assert waited >= 0.5, "the write waited for the replica first (REPLICA_WAIT_MS 500)"
+    assert replicated.node(primary).client().hexists(DATA, r.json()["id"])
+    assert rt.store.unreplicated_writes == 1
+    rt.health._redis_ok = None  # the next check asks Redis instead of its 0.5 s cache
+    health = (await c.get("/api/health")).json()
+    assert health["status"] == "DEGRADED" and health["replicas"] == 0, health
+    assert any("no replica" in reason for reason in health["reasons"]), health
+    metrics = (await c.get("/metrics")).text
+    assert "todo_api_redis_unreplicated_writes_total 1.0" in metrics
+    replica.start()  # it resyncs from the primary; health is OK again
+    _wait("the replica back", lambda: replica.client().info("replication")[
+        "master_link_status"] == "up")
+    await _post(c, "replicated again")
+
+    async def healthy() -> bool:
+        rt.health._redis_ok = None
+        return bool((await c.get("/api/health")).json()["status"] == "OK")
+
+    assert await healthy()
+
+
+async def test_primary_killed_requests_ride_through_the_failover(
+    ha_client: tuple[httpx.AsyncClient, Runtime], replicated: Replicated
+) -> None:
+    """kill -9 of the primary under a steady stream of keyed POSTs, LB-keyed POSTs and GETs:
+    every request answers (none fails: each keeps looking for the primary), every
+    acknowledged todo is on the promoted replica once, and the old primary, started again,
+    rejoins as a replica with all of them."""
+    c, rt = ha_client
+    old = replicated.primary_port()
+    acked: dict[str, str] = {}
+    statuses: list[int] = []
+
+    async def one(i: int) -> None:
+        headers = ({"Idempotency-Key": uuid.uuid4().hex} if i % 2 else
+                   {"X-Request-ID": uuid.uuid4().hex})
+        r = await _post(c, f"todo {i}", **headers)
+        statuses.append(r.status_code)
+        if r.status_code == 201:
+            acked[r.json()["id"]] = f"todo {i}"
+        statuses.append((await c.get("/api/todos", params={"limit": 5})).status_code)
+
+    async def stream(n: int, killed_at: int) -> float:
+        killed = 0.0
+        for i in range(n):
+            if i == killed_at:
+                replicated.node(old).kill()
+                killed = time.monotonic()
+            await asyncio.gather(one(2 * i), one(2 * i + 1))
+        return killed
+
+    started = time.monotonic()
+    killed = await stream(30, killed_at=10)
+    assert set(statuses) == {200, 201}, sorted(set(statuses))
+    new = replicated.primary_port()
+    assert new != old
+    stored = replicated.node(new).client().hgetall(DATA)
+    texts = [v for v in stored.values()]
+    assert set(acked) <= set(stored), "acknowledged todos missing after the failover"
+    assert len(texts) == len(set(texts)) == len(acked), "a todo stored twice"
+    assert rt.store.failover_retries > 0, "the kill happened while requests were running"
+    print(f"\nfailover: {len(acked)} todos acknowledged, 0 failed, {rt.store.failover_retries} "
+          f"retries, stream {time.monotonic() - started:.1f} s, primary killed "
+          f"{killed - started:.1f} s in")
+    replicated.node(old).start()  # as a primary with its old AOF: the Sentinels demote it
+    _wait("the old primary to rejoin as a replica", lambda: replicated.node(old).client().info(
+        "replication")["role"] == "slave" and replicated.node(old).client().info(
+        "replication")["master_link_status"] == "up", timeout=30)
+    _wait("the rejoined node to hold every acknowledged todo",
+          lambda: set(acked) <= set(replicated.node(old).client().hkeys(DATA)))
+
+
+def _lone_sentinel(root: Path, primary: int, epoch: int) -> Proc:
+    """A Sentinel of its own that names ``primary`` at configuration epoch ``epoch``."""
+    port = free_port()
+    conf = root / f"lone-{port}.conf"
+    conf.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {root}\n"
+        f"sentinel monitor {MASTER} 127.0.0.1 {primary} 1\n"
+        f"sentinel config-epoch {MASTER} {epoch}\n"
+    )
+    return Proc(port, conf, sentinel=True)
+
+
+async def test_the_newest_configuration_epoch_wins_over_the_first_answer(
+    tmp_path: Path, own_redis: Any, redis_server: Any
+) -> None:
+    """Two Sentinels disagree (one was cut off through a failover): redis-py's Sentinel trusts
+    the first to answer; the app's trusts the one that saw the later failover."""
+    stale = _lone_sentinel(tmp_path, own_redis.port, epoch=0)
+    fresh = _lone_sentinel(tmp_path, redis_server.port, epoch=3)
+    for s in (stale, fresh):
+        s.start()
+    try:
+        addresses = [("127.0.0.1", stale.port), ("127.0.0.1", fresh.port)]
+        stock = redis.asyncio.sentinel.Sentinel(addresses)  # type: ignore[no-untyped-call]
+        assert (await stock.discover_master(MASTER))[1] == own_redis.port  # the stale answer
+        newest = NewestEpochSentinel(addresses)  # type: ignore[no-untyped-call]
+        assert await newest.discover_master(MASTER) == ("127.0.0.1", redis_server.port)
+        for sentinel in (stock, newest):
+            await sentinel.aclose()
+    finally:
+        for s in (stale, fresh):
+            s.kill()
+
