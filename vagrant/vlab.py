@@ -34,6 +34,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -121,6 +122,55 @@ def passthrough(cmd: Sequence[str], check: bool = True) -> int:
     if check and code != 0:
         raise Exit(code)
     return code
+
+
+# `vagrant up` once created every domain and then waited forever, none of them started and
+# nothing printed (its Ruby threads parked on futexes; a fresh machine, stop 26): a run that
+# is silent this long while no domain runs is that hang, not a slow boot (a booting VM runs).
+STALL_S = 300.0
+
+
+def running_domains() -> list[str]:
+    out = run([*VIRSH, "list", "--state-running", "--name"], check=False).stdout
+    return [line for line in out.split() if line]
+
+
+def passthrough_watched(
+    cmd: Sequence[str],
+    stall_s: float = STALL_S,
+    busy: Callable[[], bool] = lambda: bool(running_domains()),
+    poll_s: float = 10.0,
+) -> int | None:
+    """passthrough(), but None if the command stalled (silent for stall_s while not busy:
+    no domain running), after stopping it."""
+    sys.stdout.flush()
+    proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdout is not None
+    last_output = [time.monotonic()]
+
+    def relay(fd: int) -> None:
+        for chunk in iter(lambda: os.read(fd, 4096), b""):
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.flush()
+            last_output[0] = time.monotonic()
+
+    reader = threading.Thread(target=relay, args=(proc.stdout.fileno(),), daemon=True)
+    reader.start()
+    while proc.poll() is None:
+        time.sleep(poll_s)
+        silent = time.monotonic() - last_output[0]
+        if silent > stall_s and proc.poll() is None and not busy():
+            say(f"{cmd[0]} printed nothing for {silent:.0f} s and no domain runs: stalled, stopping it")
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            reader.join(5)
+            return None
+    reader.join(5)
+    return status_of(proc.returncode)
 
 
 def replace_process(cmd: Sequence[str]) -> NoReturn:
@@ -417,7 +467,19 @@ def up(args: Args) -> None:
     # Boot them all in parallel, then provision once, all of them together:
     # with a parallel provider, a plain `vagrant up` starts the Ansible
     # provisioner (attached to the last machine) while the others may still boot.
-    passthrough(in_lab(["vagrant", "up", "--provider=libvirt", "--no-provision", *args.args]))
+    # A stalled `vagrant up` (see STALL_S) is stopped and run again once: it picks up the
+    # domains it had created.
+    for attempt in (1, 2):
+        code = passthrough_watched(
+            in_lab(["vagrant", "up", "--provider=libvirt", "--no-provision", *args.args])
+        )
+        if code is not None:
+            if code != 0:
+                raise Exit(code)
+            break
+        if attempt == 2:
+            die("vagrant up stalled twice (see above)")
+        say("running vagrant up again")
     booted = time.monotonic()
     say(f"vagrant up --no-provision took {booted - started:.0f} s")
     write_host_vars()  # again: `vagrant up` may have rewritten the inventory directory

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -364,3 +365,13 @@ def test_services_held_back_while_installing(monkeypatch: pytest.MonkeyPatch, tm
     assert policy.exists() == had_one
     if had_one:
         assert policy.read_text() == "#!/bin/sh\nexit 0\n"
+
+
+def test_a_silent_command_with_no_domain_running_is_stopped_as_stalled() -> None:
+    started = time.monotonic()
+    cmd = ["sh", "-c", "echo booting; sleep 30"]
+    assert vlab.passthrough_watched(cmd, stall_s=1, busy=lambda: False, poll_s=0.1) is None
+    assert time.monotonic() - started < 10
+    # silent but busy (a domain runs: a slow boot) is left alone; a failure keeps its status
+    assert vlab.passthrough_watched(["sleep", "1.5"], stall_s=0.5, busy=lambda: True, poll_s=0.1) == 0
+    assert vlab.passthrough_watched(["sh", "-c", "exit 3"], stall_s=5, busy=lambda: False, poll_s=0.1) == 3
