@@ -467,8 +467,10 @@ def up(args: Args) -> None:
     # Boot them all in parallel, then provision once, all of them together:
     # with a parallel provider, a plain `vagrant up` starts the Ansible
     # provisioner (attached to the last machine) while the others may still boot.
-    # A stalled `vagrant up` (see STALL_S) is stopped and run again once: it picks up the
-    # domains it had created.
+    # A stalled `vagrant up` (see STALL_S) is stopped, its domains destroyed, and it is run
+    # once more. Not destroyed, they were started by the second run without their hostname
+    # or private network (vagrant-libvirt configures those only for a domain it creates):
+    # every VM came up as halab-box with eth1 down and Redis failed to bind its address.
     for attempt in (1, 2):
         code = passthrough_watched(
             in_lab(["vagrant", "up", "--provider=libvirt", "--no-provision", *args.args])
@@ -479,7 +481,8 @@ def up(args: Args) -> None:
             break
         if attempt == 2:
             die("vagrant up stalled twice (see above)")
-        say("running vagrant up again")
+        say("destroying what it created, then running vagrant up again")
+        passthrough(in_lab(["vagrant", "destroy", "--force"]))
     booted = time.monotonic()
     say(f"vagrant up --no-provision took {booted - started:.0f} s")
     write_host_vars()  # again: `vagrant up` may have rewritten the inventory directory
