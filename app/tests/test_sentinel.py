@@ -115,12 +115,16 @@ class Replicated:
                 return False
         return True
 
+    def named(self) -> set[int]:
+        """The primary's port as each Sentinel names it."""
+        return {int(cast(tuple[str, int], s.client().sentinel_get_master_addr_by_name(MASTER))[1])
+                for s in self.sentinels}
+
     def primary_port(self) -> int:
-        """The primary as the Sentinels name it (all three must agree)."""
-        named = {int(cast(tuple[str, int], s.client().sentinel_get_master_addr_by_name(MASTER))[1])
-                 for s in self.sentinels}
-        assert len(named) == 1, named
-        return named.pop()
+        """The primary as the Sentinels name it, once all three agree (just after a failover
+        the last one to hear of it may still name the old one)."""
+        _wait("the Sentinels to agree on the primary", lambda: len(self.named()) == 1)
+        return self.named().pop()
 
     def node(self, port: int) -> Proc:
         return next(p for p in self.data if p.port == port)
@@ -259,6 +263,48 @@ async def test_primary_killed_requests_ride_through_the_failover(
         "replication")["master_link_status"] == "up", timeout=30)
     _wait("the rejoined node to hold every acknowledged todo",
           lambda: set(acked) <= set(replicated.node(old).client().hkeys(DATA)))
+
+
+async def test_a_planned_switchover_loses_no_acknowledged_write(
+    ha_client: tuple[httpx.AsyncClient, Runtime], replicated: Replicated
+) -> None:
+    """SENTINEL FAILOVER under a stream of keyed POSTs: the old primary takes writes until it
+    is demoted, after its replica left it (WAIT answers 0). The app acknowledges none of
+    those: every acknowledged todo is on the new primary, once."""
+    c, rt = ha_client
+    old = replicated.primary_port()
+    acked: set[str] = set()
+    statuses: list[int] = []
+    done = asyncio.Event()
+
+    async def writer() -> None:
+        while not done.is_set():
+            r = await _post(c, "w", **{"Idempotency-Key": uuid.uuid4().hex})
+            statuses.append(r.status_code)
+            if r.status_code == 201:
+                acked.add(r.json()["id"])
+
+    def switched() -> bool:
+        node = replicated.node(old).client().info("replication")
+        return replicated.named() == {replicated.primary_port()} != {old} and (
+            node.get("master_link_status") == "up")
+
+    async def switchover() -> None:
+        await asyncio.sleep(0.5)
+        sentinel = replicated.sentinels[0].client()
+        assert sentinel.execute_command("SENTINEL", "FAILOVER", MASTER)  # type: ignore[no-untyped-call]
+        await asyncio.to_thread(_wait, "the switchover", switched, 30)
+        await asyncio.sleep(1)
+        done.set()
+
+    await asyncio.gather(writer(), writer(), switchover())
+    assert set(statuses) == {201}, sorted(set(statuses))
+    new = replicated.primary_port()
+    for port in (new, old):
+        stored = set(replicated.node(port).client().hkeys(DATA))
+        assert acked <= stored, f"{len(acked - stored)} acknowledged todos missing on {port}"
+    print(f"\nswitchover: {len(acked)} acknowledged, {rt.store.unreplicated_writes} without a "
+          f"replica, {rt.store.failover_retries} tried again")
 
 
 def _lone_sentinel(root: Path, primary: int, epoch: int) -> Proc:

@@ -160,7 +160,8 @@ class Settings:
     )
     # after each write, wait up to this long for a replica's acknowledgment (WAIT 1 ms);
     # 0: never wait (no replica). Without one in time the write stands on the primary's
-    # fsynced AOF and health says DEGRADED (app README: the durability promise)
+    # AOF (if the Sentinels confirm it is still the primary) and health says DEGRADED
+    # (app README: the durability promise)
     redis_replica_wait_ms: int = _int_var("TODO_API_REDIS_REPLICA_WAIT_MS", 0, minimum=0)
     # how long a request keeps looking for the primary (through the Sentinels) before
     # answering 503 storage unavailable; 0: not at all

@@ -28,7 +28,7 @@ class Runtime:
         self.metrics.count_from(
             "todo_api_redis_unreplicated_writes_total",
             "Writes no replica acknowledged within TODO_API_REDIS_REPLICA_WAIT_MS (kept on the "
-            "primary's fsynced AOF alone)",
+            "primary alone)",
             lambda: self.store.unreplicated_writes,
         )
         self.metrics.count_from(

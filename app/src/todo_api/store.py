@@ -7,6 +7,7 @@ acknowledgment: app README, "The durability promise")."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -144,20 +145,41 @@ class NewestEpochSentinel(Sentinel):
     primary keeps naming it (it never saw the failover), and a client that reaches both
     would write to a node that is about to be demoted (and lose those writes)."""
 
-    async def discover_master(self, service_name: str) -> tuple[str, int]:
+    async def views(self, service_name: str) -> list[dict[str, Any]]:
+        """What each Sentinel that answers says of the primary (SENTINEL MASTERS)."""
+
         async def ask(sentinel: Redis) -> dict[str, Any] | None:
             try:
                 masters = cast(dict[str, dict[str, Any]], await sentinel.sentinel_masters())
-                state = masters.get(service_name)
             except (RedisConnectionError, RedisTimeoutError, ResponseError):
                 return None
-            return state if state and self.check_master_state(state, service_name) else None
+            return masters.get(service_name)
 
-        states = [st for st in await asyncio.gather(*map(ask, self.sentinels)) if st]
-        if not states:
+        return [v for v in await asyncio.gather(*map(ask, self.sentinels)) if v]
+
+    async def discover_master(self, service_name: str) -> tuple[str, int]:
+        views = await self.views(service_name)
+        valid = [v for v in views if self.check_master_state(v, service_name)]
+        if not valid:
             raise MasterNotFoundError(f"no Sentinel names a primary for {service_name!r}")
-        newest = max(states, key=lambda st: int(st.get("config-epoch", 0)))
+        newest = max(valid, key=_epoch)
         return str(newest["ip"]), int(newest["port"])
+
+    async def settled_on(self, service_name: str, address: tuple[str, int] | None) -> bool:
+        """True if the Sentinels' newest view names `address` as the primary, and none of
+        them sees it down or a failover under way."""
+        views = await self.views(service_name)
+        if not views or address is None:
+            return False
+        newest = max(views, key=_epoch)
+        if (str(newest["ip"]), int(newest["port"])) != address:
+            return False
+        unsettled = {"s_down", "o_down", "failover_in_progress", "promoted"}
+        return not any(unsettled & set(str(v.get("flags", "")).split(",")) for v in views)
+
+
+def _epoch(view: dict[str, Any]) -> int:
+    return int(view.get("config-epoch", 0))
 
 
 class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
@@ -253,8 +275,31 @@ class TodoStore:
                 raise reply
         self.replicas = int(acked)
         if not self.replicas:
+            await self._confirm_primary()
             self.unreplicated_writes += 1
         return result
+
+    async def _confirm_primary(self) -> None:
+        """A write no replica acknowledged stands on the primary alone: acknowledge it only
+        if that node stays the primary. In the second between a replica's promotion and the
+        old primary's demotion, the old one still takes writes (its replica just left it, so
+        WAIT answers 0) and would discard them when demoted: such a write is an error, tried
+        again (if safe) on the new primary."""
+        if self.sentinel is None:
+            return
+        pool = self.redis.connection_pool
+        address = getattr(pool, "master_address", None)
+        name = getattr(pool, "service_name", "")
+        if not await cast(NewestEpochSentinel, self.sentinel).settled_on(name, address):
+            # Ask again which node is the primary: the pool drops its connections to any
+            # other, so the next try goes there. (After a planned switchover the old primary
+            # is demoted only ~8 s later, Sentinel's wait; without this the pool kept
+            # writing to it, each write refused here, for all of that time.)
+            with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
+                await pool.get_master_address()
+            raise RedisConnectionError(
+                "no replica acknowledged the write and the primary it went to is being replaced"
+            )
 
     async def ping(self) -> bool:
         """Reachable; with replica_wait_ms, also counts the replicas up to date (WAIT 0 0)."""
