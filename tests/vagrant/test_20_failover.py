@@ -54,6 +54,8 @@ LIGHT: LoadShape = {
 }
 # How long an instance may take to be ready again after its restart: the VMs' TimeoutStartSec.
 RESTART_S = 300.0
+# How long the load may run on, once the instance is healthy, before it meets it again.
+READMIT_S = 180.0
 
 
 def start_loads(**overrides: Unpack[LoadShape]) -> tuple[LoadRun, LoadRun]:
@@ -75,10 +77,13 @@ def finish(runs: tuple[LoadRun, LoadRun], name: str) -> dict[str, Any]:
     """Once the careful load has met the sick instance again, stop both and check
     what each saw; the careful client's row back (it has the isolation times)."""
     careful, _ = runs
+    # Bounded, not timed: how long NGINX takes to send the recovered instance traffic again
+    # is the row's readmitted_after_s. On a slow day of emulated VMs that was 61 s after an
+    # OOM restart (CI, stop 25: its 60 s bound failed the test with nothing wrong).
     wait_until(
         f"the load served by instance {SICK} again",
         lambda: served_by_the_load_since_recovery(careful, SICK) or careful.finished(),
-        timeout=60,
+        timeout=READMIT_S,
     )
     for run in runs:
         run.stop()
