@@ -8,20 +8,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, NoReturn, TypeVar, cast
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
+from redis.asyncio.sentinel import (
+    MasterNotFoundError,
+    Sentinel,
+    SentinelConnectionPool,
+    SentinelManagedConnection,
+)
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import MasterDownError, NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .config import Settings
@@ -133,6 +139,8 @@ def _text(value: Any) -> str:
 
 # Pause between two tries of a request while the primary is being replaced.
 FAILOVER_PAUSE_S = 0.2
+# Longest wait for one Sentinel's answer.
+SENTINEL_TIMEOUT_S = 0.25
 # What a failover looks like from here: the old primary refuses, times out, or (demoted)
 # answers READONLY, which the Sentinel-managed connection turns into a ConnectionError.
 _PRIMARY_GONE = (RedisConnectionError, RedisTimeoutError)
@@ -155,6 +163,9 @@ class NewestEpochSentinel(Sentinel):
                 return None
             return masters.get(service_name)
 
+        # Every Sentinel, not the first majority: only the leader of a failover under way
+        # flags it (failover_in_progress) until the others hear of the new primary. A dead
+        # Sentinel costs SENTINEL_TIMEOUT_S, not a request's whole timeout.
         return [v for v in await asyncio.gather(*map(ask, self.sentinels)) if v]
 
     async def discover_master(self, service_name: str) -> tuple[str, int]:
@@ -182,8 +193,42 @@ def _epoch(view: dict[str, Any]) -> int:
     return int(view.get("config-epoch", 0))
 
 
+# The node this task's latest Redis command went to (host, port): set as it is sent, read by
+# the write that needs to know where it landed.
+_SENT_TO: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVar(
+    "sent_to", default=None
+)
+
+
+class PrimaryConnection(SentinelManagedConnection):
+    """A connection to the primary that leaves any node that stopped being it: READONLY (redis-py
+    already does) and MASTERDOWN (a demoted node still syncing) drop it, and the next command
+    asks the Sentinels again. Reads never come from a demoted node either."""
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        _SENT_TO.set((str(self.host), int(self.port)))
+        await super().send_packed_command(command, check_health)
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().read_response(*args, **kwargs)
+        except MasterDownError:
+            await self.disconnect()
+            raise RedisConnectionError("the node is no longer the primary") from None
+
+
 class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
-    """Sentinel-managed connections, and a request waits for a free one (as with the URL)."""
+    """Sentinel-managed connections, and a request waits for a free one (as with the URL).
+    A pooled connection to another node than the one the Sentinels last named is dropped
+    when it is taken: after a failover no request goes to the old primary on an old socket."""
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        connection = await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+        known = self.master_address
+        here = (connection.host, int(connection.port))
+        if known is not None and connection.host and here != tuple(known):
+            await connection.disconnect()  # its next command connects to the primary anew
+        return connection
 
 
 class TodoStore:
@@ -214,8 +259,9 @@ class TodoStore:
         self.sentinel: Sentinel | None = None
         if settings.redis_sentinels:
             sentinel_kwargs: dict[str, Any] = {
-                "socket_timeout": timeout,
-                "socket_connect_timeout": timeout,
+                # a Sentinel answers in a millisecond; a dead one must not hold a request long
+                "socket_timeout": min(timeout, SENTINEL_TIMEOUT_S),
+                "socket_connect_timeout": min(timeout, SENTINEL_TIMEOUT_S),
                 "username": settings.redis_sentinel_username,
                 "password": settings.redis_sentinel_password,
             }
@@ -226,6 +272,7 @@ class TodoStore:
             self.redis = self.sentinel.master_for(
                 settings.redis_sentinel_master,
                 connection_pool_class=BlockingSentinelPool,
+                connection_class=PrimaryConnection,
                 max_connections=64,
                 timeout=timeout,
                 db=db,
@@ -270,9 +317,13 @@ class TodoStore:
             if not isinstance(result, NoScriptError):
                 break
             await self.redis.script_load(script.script)
-        for reply in (result, acked):
-            if isinstance(reply, Exception):
-                raise reply
+        if isinstance(result, Exception):
+            raise result
+        if isinstance(acked, ResponseError) and str(acked).startswith("WAIT cannot be used"):
+            # a demoted node ran the script without writing (a replay): not the primary
+            await self._primary_gone("the node is no longer the primary")
+        if isinstance(acked, Exception):
+            raise acked
         self.replicas = int(acked)
         if not self.replicas:
             await self._confirm_primary()
@@ -288,18 +339,23 @@ class TodoStore:
         if self.sentinel is None:
             return
         pool = self.redis.connection_pool
-        address = getattr(pool, "master_address", None)
+        address = _SENT_TO.get()  # where this write went (not where the pool would send the next)
         name = getattr(pool, "service_name", "")
         if not await cast(NewestEpochSentinel, self.sentinel).settled_on(name, address):
-            # Ask again which node is the primary: the pool drops its connections to any
-            # other, so the next try goes there. (After a planned switchover the old primary
-            # is demoted only ~8 s later, Sentinel's wait; without this the pool kept
-            # writing to it, each write refused here, for all of that time.)
-            with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
-                await pool.get_master_address()
-            raise RedisConnectionError(
+            await self._primary_gone(
                 "no replica acknowledged the write and the primary it went to is being replaced"
             )
+
+    async def _primary_gone(self, why: str) -> NoReturn:
+        """Ask the Sentinels again which node is the primary (the pool then drops its
+        connections to any other, BlockingSentinelPool), and fail this try: the next goes
+        there. After a planned switchover the old primary is demoted only ~8 s later
+        (Sentinel's wait); without this the pool kept sending writes to it all that time."""
+        pool = self.redis.connection_pool
+        if isinstance(pool, SentinelConnectionPool):
+            with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
+                await pool.get_master_address()  # type: ignore[no-untyped-call]
+        raise RedisConnectionError(why)
 
     async def ping(self) -> bool:
         """Reachable; with replica_wait_ms, also counts the replicas up to date (WAIT 0 0)."""
