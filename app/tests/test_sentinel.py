@@ -307,6 +307,23 @@ async def test_a_planned_switchover_loses_no_acknowledged_write(
           f"replica, {rt.store.failover_retries} tried again")
 
 
+async def test_a_dead_sentinel_costs_a_quarter_second_not_a_request(
+    ha_client: tuple[httpx.AsyncClient, Runtime], replicated: Replicated
+) -> None:
+    """One Sentinel gone: asking the others which node is the primary stays fast (redis-py's
+    own retries of a dead Sentinel took over a second for every question)."""
+    _, rt = ha_client
+    primary = replicated.primary_port()
+    replicated.sentinels[0].kill()
+    sentinel = rt.store.sentinel
+    assert isinstance(sentinel, NewestEpochSentinel)
+    started = time.monotonic()
+    address = await sentinel.discover_master(MASTER)
+    took = time.monotonic() - started
+    assert address == ("127.0.0.1", primary)
+    assert took < 0.6, f"{took:.2f} s to ask two live Sentinels and a dead one"
+
+
 def _lone_sentinel(root: Path, primary: int, epoch: int) -> Proc:
     """A Sentinel of its own that names ``primary`` at configuration epoch ``epoch``."""
     port = free_port()

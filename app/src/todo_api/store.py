@@ -158,9 +158,10 @@ class NewestEpochSentinel(Sentinel):
 
         async def ask(sentinel: Redis) -> dict[str, Any] | None:
             try:
-                masters = cast(dict[str, dict[str, Any]], await sentinel.sentinel_masters())
-            except (RedisConnectionError, RedisTimeoutError, ResponseError):
+                answer = await asyncio.wait_for(sentinel.sentinel_masters(), SENTINEL_TIMEOUT_S)
+            except (RedisConnectionError, RedisTimeoutError, ResponseError, TimeoutError):
                 return None
+            masters = cast(dict[str, dict[str, Any]], answer)
             return masters.get(service_name)
 
         # Every Sentinel, not the first majority: only the leader of a failover under way
@@ -262,6 +263,9 @@ class TodoStore:
                 # a Sentinel answers in a millisecond; a dead one must not hold a request long
                 "socket_timeout": min(timeout, SENTINEL_TIMEOUT_S),
                 "socket_connect_timeout": min(timeout, SENTINEL_TIMEOUT_S),
+                # no retry of its own (redis-py's default tries a dead Sentinel 4 times, with
+                # backoff: over a second for every question to the Sentinels)
+                "retry": Retry(NoBackoff(), 0),
                 "username": settings.redis_sentinel_username,
                 "password": settings.redis_sentinel_password,
             }
