@@ -142,7 +142,7 @@ FAILOVER_PAUSE_S = 0.2
 # Longest wait for one Sentinel's answer.
 SENTINEL_TIMEOUT_S = 0.25
 # What a failover looks like from here: the old primary refuses, times out, or (demoted)
-# answers READONLY, which the Sentinel-managed connection turns into a ConnectionError.
+# answers READONLY or MASTERDOWN, which PrimaryConnection turns into a ConnectionError.
 _PRIMARY_GONE = (RedisConnectionError, RedisTimeoutError)
 
 
@@ -186,7 +186,7 @@ class NewestEpochSentinel(Sentinel):
         newest = max(views, key=_epoch)
         if (str(newest["ip"]), int(newest["port"])) != address:
             return False
-        unsettled = {"s_down", "o_down", "failover_in_progress", "promoted"}
+        unsettled = {"s_down", "o_down", "failover_in_progress"}
         return not any(unsettled & set(str(v.get("flags", "")).split(",")) for v in views)
 
 
