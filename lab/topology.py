@@ -29,6 +29,7 @@ TOPOLOGY_FILE = Path(os.environ.get("HALAB_TOPOLOGY") or REPO_ROOT / "topology.y
 LOADBALANCER_GROUP = "loadbalancer"
 API_GROUP = "api"
 REDIS_GROUP = "redis"
+SENTINEL_GROUP = "sentinel"
 MONITORING_GROUP = "monitoring"
 
 

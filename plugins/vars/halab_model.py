@@ -73,6 +73,7 @@ class VarsModule(BaseVarsPlugin):
                 "loadbalancer": topology.LOADBALANCER_GROUP,
                 "api": topology.API_GROUP,
                 "redis": topology.REDIS_GROUP,
+                "sentinel": topology.SENTINEL_GROUP,
                 "monitoring": topology.MONITORING_GROUP,
             },
         }

@@ -32,7 +32,7 @@ from typing import Any
 import jinja2
 import yaml
 
-from lab.topology import API_GROUP, LOADBALANCER_GROUP, MONITORING_GROUP, api_instances
+from lab.topology import API_GROUP, LOADBALANCER_GROUP, MONITORING_GROUP, REDIS_GROUP, SENTINEL_GROUP, api_instances
 from tests.support.model import TOPO
 from tests.support.net import LOOPBACK, free_port, tcp_open
 from tests.support.run import REPO, venv_tool
@@ -104,7 +104,8 @@ class LocalStack:
         halab = {
             "ports": ports,
             "limits": dict(TOPO.services.limits),
-            "groups": {"loadbalancer": LOADBALANCER_GROUP, "api": API_GROUP, "monitoring": MONITORING_GROUP},
+            "groups": {"loadbalancer": LOADBALANCER_GROUP, "api": API_GROUP, "monitoring": MONITORING_GROUP,
+                       "redis": REDIS_GROUP, "sentinel": SENTINEL_GROUP},
             "balancer_state_file": str(self.balancer_state_file),
             "floating": {"public": {"address": self.public_address, "group": LOADBALANCER_GROUP, "prefixlen": 32}},
         }

@@ -18,6 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
+
+from tests.support.ansible import playbook
+from tests.support.model import REDIS_GROUP, SENTINEL_GROUP, TOPO
 from tests.support.net import http
 from tests.support.wait import wait_until
 
@@ -297,3 +301,44 @@ def test_balancer_panel(target: Target, browser: Any, artifacts: Path) -> None:
 
     refused = [e["message"] for e in driver.get_log("browser") if "Content Security Policy" in e["message"]]
     assert not refused, refused
+
+
+def storage_panel(driver: Any) -> dict[str, Any]:
+    script = """
+      const panel = document.querySelector('#storage');
+      if (!panel || panel.hidden) return {shown: false};
+      return {shown: true,
+              nodes: [...panel.querySelectorAll('.storage-node')].map((li) => ({
+                  node: li.dataset.node, state: li.dataset.state, text: li.textContent.trim()})),
+              sentinels: document.querySelector('#storage-sentinels').textContent,
+              sentinelsKind: document.querySelector('#storage-sentinels').dataset.kind || ''};
+    """
+    return dict(driver.execute_script(script))
+
+
+def primary_shown(driver: Any) -> str | None:
+    panel = storage_panel(driver)
+    states = {n["node"]: n["state"] for n in panel.get("nodes", [])}
+    primaries = [node for node, state in states.items() if state == "PRIMARY"]
+    replicas = [node for node, state in states.items() if state == "REPLICA"]
+    return primaries[0] if len(primaries) == 1 and len(replicas) == len(states) - 1 and panel["sentinelsKind"] == "ok" else None
+
+
+def test_storage_panel_follows_a_switchover(target: Target, browser: Any, artifacts: Path) -> None:
+    """The storage panel (replicated Redis, the lab only): one primary, its replica in step, every
+    Sentinel answering; after a planned switchover (playbooks/redis-switchover.yml) the page shows
+    the other node as the primary, from Prometheus."""
+    if target.set_balancer_state is not None or len(TOPO.group(REDIS_GROUP)) < 2:
+        pytest.skip("no replicated Redis on this route")
+    driver = browser
+    driver.get(target.url)
+    before = wait_for("the storage panel to show one primary and its replica", lambda: primary_shown(driver), 30, step=0.5)
+    panel = storage_panel(driver)
+    print(f"storage: {panel}")
+    assert f"{len(TOPO.group(SENTINEL_GROUP))} of {len(TOPO.group(SENTINEL_GROUP))} answer" in panel["sentinels"], panel
+    screenshot(driver, artifacts / "07-storage.png", max_height=1400)
+    playbook("redis-switchover.yml")
+    after = wait_for("the page to show the other node as the primary",
+                     lambda: (p := primary_shown(driver)) not in (None, before) and p, 60, step=0.5)
+    print(f"storage after the switchover: primary {before} -> {after}")
+    screenshot(driver, artifacts / "08-storage-after-switchover.png", max_height=1400)

@@ -25,7 +25,7 @@ import pytest
 
 from tests.support.ansible import playbook
 from tests.support.balancers import AddressWatch, Balancers, peer_of
-from tests.support.lab import labctl, on_node
+from tests.support.lab import labctl, on_node, plug_in, pull_plug
 from tests.support.wait import wait_until
 
 from .loadgen import LoadRun
@@ -104,14 +104,6 @@ def balancer_fault(
     # with Retry-After, "storage unavailable": Redis held by a slow fsync past the API's Redis
     # timeout, see roles/redis/README.md) is counted in the row's note, not bounded here.
     assert_unclear_at_most_one_per_connection(run.naive)
-
-
-def pull_plug(node: str) -> None:
-    labctl("stop", node, "--now")
-
-
-def plug_in(node: str) -> None:
-    labctl("start", node)
 
 
 def test_holder_plug_pulled() -> None:

@@ -36,7 +36,7 @@ serves_through_lb = PROBES.serves_through_lb
 SICK, OTHER = (str(i.id) for i in TOPO.instances[:2])
 SICK_NODE = TOPO.instance(SICK).host
 UNIT = f"todo-api@{SICK}"
-REDIS_NODE = first(REDIS_GROUP).name
+REDIS_NODES = [n.name for n in TOPO.group(REDIS_GROUP)]
 LB_NODE = first(LOADBALANCER_GROUP).name
 
 NGINX_ERROR_LOG = "/var/log/nginx/error.log"
@@ -156,8 +156,9 @@ def test_node_faults(name: str, fault: tuple[str, ...], recover: tuple[str, ...]
     assert not unclear(run.naive.failures()), unclear(run.naive.failures())[:10]
 
 
-def test_redis_down_3s_refuses_clearly_ejects_no_instance_and_resumes() -> None:
-    """Redis stopped for 3 s under load (issue 13, storage errors are not instance errors).
+def test_redis_down_refuses_clearly_ejects_no_instance_and_resumes() -> None:
+    """Every Redis node stopped under load, longer than a request keeps looking for the
+    primary (issue 13, storage errors are not instance errors; with one Redis node, 3 s).
 
     Every refusal is the API's own (X-Instance) JSON 503 + Retry-After; NGINX
     takes no instance out (its error log, at warn, says neither "temporarily
@@ -170,12 +171,15 @@ def test_redis_down_3s_refuses_clearly_ejects_no_instance_and_resumes() -> None:
     run = load()
     time.sleep(3)
     run.mark("fault")
-    on_node(REDIS_NODE, "systemctl stop redis-server")
-    time.sleep(3)
+    outage = 3 + failover_wait_s()
+    for node in REDIS_NODES:
+        on_node(node, "systemctl stop redis-server")
+    time.sleep(outage)
     run.mark("restart")  # `systemctl start` issued
-    on_node(REDIS_NODE, "systemctl start redis-server")
+    for node in REDIS_NODES:
+        on_node(node, "systemctl start redis-server")
     run.mark("recover")  # ... and returned (Redis is ready: Type=notify)
-    careful, naive = finish(run, "redis down 3 s", sick=None, note=resumed)
+    careful, naive = finish(run, f"redis down {outage:g} s", sick=None, note=resumed)
     logged = on_node(LB_NODE, f"tail -c +{offset + 1} {NGINX_ERROR_LOG}").stdout
     ejected = [line for line in logged.splitlines() if any(e in line for e in EJECTED)]
     assert not ejected, "NGINX took an instance out during the Redis outage:\n" + "\n".join(ejected[:10])
@@ -192,6 +196,13 @@ def test_redis_down_3s_refuses_clearly_ejects_no_instance_and_resumes() -> None:
     assert_kept(naive)
     assert naive["failures"], "the naive client met no outage"
     assert not unclear(run.naive.failures(), api_only=True), unclear(run.naive.failures(), api_only=True)[:10]
+
+
+def failover_wait_s() -> float:
+    """How long a request keeps looking for the primary (TODO_API_REDIS_FAILOVER_WAIT_MS in
+    an instance's environment file; none without Sentinels)."""
+    out = on_instance(SICK, f"grep -h '^TODO_API_REDIS_FAILOVER_WAIT_MS=' /etc/todo-api/{SICK}.env", check=False).stdout
+    return int(out.split("=", 1)[1]) / 1000 if "=" in out else 0.0
 
 
 def resumed(run: LoadRun) -> str:

@@ -7,7 +7,15 @@ from collections.abc import Callable
 import pytest
 from testinfra.host import Host
 
-from tests.support.model import API_GROUP, LOADBALANCER_GROUP, MONITORING_GROUP, REDIS_GROUP, TOPO, instances_on
+from tests.support.model import (
+    API_GROUP,
+    LOADBALANCER_GROUP,
+    MONITORING_GROUP,
+    REDIS_GROUP,
+    SENTINEL_GROUP,
+    TOPO,
+    instances_on,
+)
 from tests.support.net import tcp_open
 
 # Every group but the API's: an API node starts no connection the matrix checks.
@@ -44,7 +52,14 @@ MATRIX = [
     (LOADBALANCER_GROUP, MONITORING_GROUP, "prometheus", True),  # the page's fixed query behind /status/requests
     (MONITORING_GROUP, API_GROUP, "todo_api", True),
     (MONITORING_GROUP, REDIS_GROUP, "redis_exporter", True),
-    (MONITORING_GROUP, REDIS_GROUP, "redis", False),
+    # mon runs a Sentinel, which watches the data nodes: only a Sentinel's node gets through
+    (MONITORING_GROUP, REDIS_GROUP, "redis", bool(TOPO.group(SENTINEL_GROUP))),
+    (REDIS_GROUP, REDIS_GROUP, "redis", True),  # replication
+    (LOADBALANCER_GROUP, SENTINEL_GROUP, "redis_sentinel", False),
+    (REDIS_GROUP, SENTINEL_GROUP, "redis_sentinel", True),  # the Sentinels talk to each other
+    (LOADBALANCER_GROUP, SENTINEL_GROUP, "redis_sentinel_exporter", False),
+    (MONITORING_GROUP, SENTINEL_GROUP, "redis_sentinel_exporter", True),
+    (CONTROLLER, SENTINEL_GROUP, "redis_sentinel", False),
     (MONITORING_GROUP, LOADBALANCER_GROUP, "nginx_exporter", True),
     (LOADBALANCER_GROUP, API_GROUP, "node_exporter", False),
     (MONITORING_GROUP, API_GROUP, "node_exporter", True),

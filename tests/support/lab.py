@@ -26,6 +26,15 @@ def labctl(
     return run([*LABCTL, *args], check=check, env=env, timeout=timeout, what=f"labctl {' '.join(args)}")
 
 
+def pull_plug(node: str) -> None:
+    """The node's power cut: its machine killed at once, no shutdown."""
+    labctl("stop", node, "--now")
+
+
+def plug_in(node: str) -> None:
+    labctl("start", node)
+
+
 def on_node(node: str, command: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """A command as root on a lab node, over the lab's SSH (the management plane)."""
     return run([*LABCTL, "ssh", node, "--", command], check=check, timeout=timeout, what=f"on {node}: {command!r}")

@@ -7,7 +7,16 @@ takes them from here (or from lab.topology directly).
 from __future__ import annotations
 
 from lab import topology
-from lab.topology import API_GROUP, LOADBALANCER_GROUP, MONITORING_GROUP, REDIS_GROUP, Instance, Node, Topology
+from lab.topology import (
+    API_GROUP,
+    LOADBALANCER_GROUP,
+    MONITORING_GROUP,
+    REDIS_GROUP,
+    SENTINEL_GROUP,
+    Instance,
+    Node,
+    Topology,
+)
 
 __all__ = [
     "API_GROUP",
@@ -16,6 +25,7 @@ __all__ = [
     "MONITORING_GROUP",
     "PUBLIC_URL",
     "REDIS_GROUP",
+    "SENTINEL_GROUP",
     "SSH_PORT",
     "TOPO",
     "Instance",

@@ -19,7 +19,7 @@ import httpx
 
 from tests.failover.loadgen import TLS, LoadRun
 
-from .model import INSTANCE_NODE, PUBLIC_URL, REDIS_GROUP, TOPO, first
+from .model import INSTANCE_NODE, PUBLIC_URL, REDIS_GROUP, TOPO
 from .wait import wait_until
 
 # GET /api/todos answers at most this many todos a page (the API's maximum); the
@@ -148,9 +148,33 @@ class Probes:
         self.forget({str(t["id"]) for t in stored} | {a.id for run in runs for a in run.acknowledged})
         return rows
 
+    def redis_role(self, node: str) -> str:
+        """What the Redis on `node` says it is (ROLE): master, slave, or '' when it does not answer."""
+        result = self.on_node(node, self.redis_cli_command("ROLE"), check=False, timeout=30)
+        lines = result.stdout.split()
+        return lines[0] if result.returncode == 0 and lines else ""
+
+    def redis_primary(self) -> str:
+        """The node whose Redis is the primary now (a failover moves it; with one Redis
+        node, that one)."""
+        nodes = [n.name for n in TOPO.group(REDIS_GROUP)]
+        if len(nodes) == 1:
+            return nodes[0]
+        primaries = [n for n in nodes if self.redis_role(n) == "master"]
+        assert len(primaries) == 1, f"Redis primaries: {primaries} (of {nodes})"
+        return primaries[0]
+
     def redis_node(self, command: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        """A command as root on the Redis node."""
-        return self.on_node(first(REDIS_GROUP).name, command, check=check, timeout=timeout)
+        """A command as root on the Redis primary's node."""
+        return self.on_node(self.redis_primary(), command, check=check, timeout=timeout)
+
+    @staticmethod
+    def redis_cli_command(args: str) -> str:
+        """The shell command that runs redis-cli with `args` as the operators' user (on a data node)."""
+        return (
+            f'REDISCLI_AUTH="$(cat {REDIS_ADMIN_PASSWORD_FILE})" redis-cli --user {REDIS_ADMIN_USER} --no-auth-warning '
+            f"-p {TOPO.services.port('redis')} {args}"
+        )
 
     def redis_admin(
         self, args: str, feed: str | None = None, check: bool = True, timeout: float = 120
@@ -161,10 +185,7 @@ class Probes:
         node whose output redis-cli reads as commands, one a line, each answered
         before the next (batches: no single command holds Redis long).
         With `check`, an error reply fails the test too (redis-cli may exit 0)."""
-        command = (
-            f'REDISCLI_AUTH="$(cat {REDIS_ADMIN_PASSWORD_FILE})" redis-cli --user {REDIS_ADMIN_USER} --no-auth-warning '
-            f"-p {TOPO.services.port('redis')} {args}"
-        )
+        command = self.redis_cli_command(args)
         if feed:
             command = f"{{ {feed} ; }} | {command}"
         result = self.redis_node(command, check=check, timeout=timeout)

@@ -11,10 +11,10 @@ import yaml
 from lab import cli, host, inventory, node, topology
 
 
-def test_topology_has_the_five_nodes_on_one_network() -> None:
+def test_topology_has_its_nodes_on_one_network() -> None:
     topo = topology.load()
-    assert [n.name for n in topo.nodes] == ["lb1", "lb2", "app1", "app2", "data", "mon"]
-    assert {g for n in topo.nodes for g in n.groups} == {"loadbalancer", "api", "redis", "monitoring"}
+    assert [n.name for n in topo.nodes] == ["lb1", "lb2", "app1", "app2", "data1", "data2", "mon"]
+    assert {g for n in topo.nodes for g in n.groups} == {"loadbalancer", "api", "redis", "sentinel", "monitoring"}
     addresses = [n.address for n in topo.nodes] + [topo.gateway]
     assert len(set(addresses)) == len(addresses)
     assert all(ipaddress.IPv4Address(a) in topo.network for a in addresses)
@@ -37,7 +37,7 @@ def test_topology_rejects_an_address_outside_the_network(tmp_path: Path) -> None
 
 
 def test_unknown_node_names_the_known_ones() -> None:
-    with pytest.raises(KeyError, match="lb1, lb2, app1, app2, data, mon"):
+    with pytest.raises(KeyError, match="lb1, lb2, app1, app2, data1, data2, mon"):
         topology.load().node("app3")
 
 
@@ -45,7 +45,7 @@ def test_inventory_groups_and_addresses_come_from_the_topology() -> None:
     topo = topology.load()
     inv = inventory.render(topo, {"ansible_user": "root"})
     groups = inv["all"]["children"]
-    assert set(groups) == {"loadbalancer", "api", "redis", "monitoring"}
+    assert set(groups) == {"loadbalancer", "api", "redis", "sentinel", "monitoring"}
     assert groups["api"]["hosts"]["app2"] == {"ansible_host": topo.node("app2").address, "todo_api_instances": [2]}
     assert groups["loadbalancer"]["hosts"]["lb1"]["ansible_host"] == topo.node("lb1").address
 

@@ -4,7 +4,8 @@
 //   /status/...         read-only status NGINX exposes for this page: each instance's health probed
 //                       directly (no retry on the other instance), the share of recent
 //                       requests from Prometheus (a fixed query, so no PromQL comes from browsers),
-//                       and each load balancer's VRRP state (keepalived's, asked of that node).
+//                       each load balancer's VRRP state (keepalived's, asked of that node), and
+//                       the Redis nodes' roles and the Sentinels (another fixed query).
 // Every answer names the load balancer that sent it (X-Balancer): the one this page talks to.
 // It never offers to repair a node: a request through the load balancer cannot reach a node the
 // load balancer has isolated. It shows how an operator does it instead.
@@ -608,6 +609,72 @@
     if (!rates) renderLocalShares();
   }
 
+  // ---------- storage: the Redis nodes' roles and lag, the Sentinels (one fixed query) ----------
+  const storageCards = new Map(); // Redis node -> {el, role}
+
+  function buildStorage() {
+    const ul = $("#storage-nodes");
+    for (const { name: node } of cfg.storage.nodes) {
+      const li = document.createElement("li");
+      li.className = "balancer storage-node";
+      li.dataset.node = node;
+      li.dataset.state = "UNKNOWN";
+      const h = document.createElement("h3");
+      h.textContent = node;
+      const state = document.createElement("span");
+      state.className = "state state-text";
+      state.textContent = "…";
+      const detail = document.createElement("p");
+      detail.className = "balancer-since";
+      li.append(h, state, detail);
+      ul.append(li);
+      storageCards.set(node, { el: li, role: null });
+    }
+    $("#storage-ms").textContent = String(cfg.sharesRefreshMs);
+    $("#storage").hidden = false;
+  }
+
+  async function loadStorage() {
+    let result = null;
+    try {
+      const res = await fetch(cfg.storage.path, { cache: "no-store", headers: { Accept: "application/json" } });
+      const body = await res.json();
+      if (res.ok && body.status === "success" && body.data && Array.isArray(body.data.result)) result = body.data.result;
+    } catch (_) {
+      result = null;
+    }
+    const roles = new Map();
+    const lags = new Map(); // replica -> bytes behind, as its primary last heard (by its address)
+    const byAddress = new Map(cfg.storage.nodes.map((n) => [n.address, n.name]));
+    let sentinelsUp = 0;
+    for (const r of result || []) {
+      const node = r.metric.node;
+      if (r.metric.series === "role") roles.set(node, r.metric.role);
+      else if (r.metric.series === "lag_bytes") lags.set(byAddress.get(r.metric.slave_ip), Number(r.value[1]));
+      else if (r.metric.series === "sentinel" && Number(r.value[1]) === 1) sentinelsUp += 1;
+    }
+    for (const [node, card] of storageCards) {
+      const role = result === null ? "UNKNOWN" : roles.get(node) === "master" ? "PRIMARY" : roles.get(node) === "slave" ? "REPLICA" : "DOWN";
+      if (card.role !== null && card.role !== role) {
+        logEvent(`Redis on ${node}: ${card.role} → ${role}`);
+        if (role === "PRIMARY") announce(`Redis on ${node} is now the primary.`, "#storage-live");
+      }
+      card.role = role;
+      card.el.dataset.state = role;
+      $(".state-text", card.el).textContent = role.toLowerCase();
+      const lag = lags.get(node);
+      $(".balancer-since", card.el).textContent =
+        result === null ? "Prometheus not reachable." :
+        role === "PRIMARY" ? "Takes every write; a write is acknowledged once the replica has it." :
+        role === "REPLICA" ? (lag ? `${lag} bytes behind the primary.` : "In step with the primary.") :
+        "Does not answer its exporter.";
+    }
+    const sentinels = $("#storage-sentinels");
+    sentinels.textContent = result === null ? "Sentinels: Prometheus not reachable." :
+      `Sentinels: ${sentinelsUp} of ${cfg.storage.sentinels} answer (${cfg.storage.quorum} needed to replace a primary).`;
+    sentinels.dataset.kind = result !== null && sentinelsUp >= cfg.storage.quorum ? "ok" : "error";
+  }
+
   function every(ms, fn) {
     const loop = async () => {
       if (!document.hidden) {
@@ -645,6 +712,10 @@
     if (cfg.balancers && cfg.balancers.length) pollEvery(pollBalancers);
     every(cfg.todosRefreshMs, loadTodos);
     if (cfg.sharesPath) every(cfg.sharesRefreshMs, loadShares);
+    if (cfg.storage) {
+      buildStorage();
+      every(cfg.sharesRefreshMs, loadStorage);
+    }
     document.addEventListener("visibilitychange", () => {
       if (!document.hidden) loadTodos();
     });
