@@ -18,6 +18,7 @@ from typing import Any, cast
 import httpx
 import pytest
 import redis
+import uvloop
 
 from todo_api.app import create_public_app
 from todo_api.config import Settings
@@ -357,3 +358,75 @@ async def test_the_newest_configuration_epoch_wins_over_the_first_answer(
         for s in (stale, fresh):
             s.kill()
 
+
+
+
+
+@pytest.mark.parametrize("fault", ["silent", "restarted", "closed under us"])
+def test_a_sentinel_that_was_away_is_asked_again_once_it_answers(
+    replicated: Replicated, fault: str
+) -> None:
+    """A Sentinel away costs the questions asked meanwhile their answer, and no more: once it
+    answers again, so does the next question. Silent: SIGSTOP (a pulled plug, as its askers
+    see it); restarted: killed and started between two questions; closed under us: our
+    pooled socket's transport closed while redis-py still holds it as connected, as found in
+    the lab, where uvloop (the lab's event loop, used here) raised RuntimeError on the next
+    write and every request that asked the Sentinels answered 500."""
+    away = replicated.sentinels[0]
+
+    async def scenario() -> None:
+        sentinel = NewestEpochSentinel(  # type: ignore[no-untyped-call]
+            [("127.0.0.1", away.port)], sentinel_kwargs={"socket_timeout": 1.0}
+        )
+        try:
+            assert await sentinel.views(MASTER), "the Sentinel did not answer at first"
+            if fault == "silent":
+                assert away.proc is not None
+                away.proc.send_signal(signal.SIGSTOP)
+                try:
+                    assert await sentinel.views(MASTER) == []
+                finally:
+                    away.proc.send_signal(signal.SIGCONT)
+            elif fault == "restarted":
+                away.kill()
+                away.start()
+            else:
+                pool = sentinel.sentinels[0].connection_pool
+                pooled = [c for c in pool._available_connections if c.is_connected]
+                assert pooled, "no pooled socket to the Sentinel"
+                for connection in pooled:
+                    connection._writer.transport.abort()
+                await asyncio.sleep(0.05)
+                assert all(c.is_connected for c in pooled)  # redis-py has not noticed
+                await sentinel.views(MASTER)  # may go unanswered, must not raise
+            for _ in range(3):
+                assert await sentinel.views(MASTER), "the Sentinel answers again but not to us"
+        finally:
+            await sentinel.aclose()
+
+    uvloop.run(scenario())
+
+
+async def test_with_no_sentinel_answering_the_known_primary_keeps_serving(
+    ha_client: tuple[httpx.AsyncClient, Runtime], replicated: Replicated
+) -> None:
+    """Every Sentinel silent (SIGSTOP) and every pooled connection dropped, so each request
+    needs a new one: reads and writes still go to the primary the Sentinels named last
+    (an instance short of CPU missed every Sentinel's 0.25 s at once in the lab: 500s)."""
+    c, rt = ha_client
+    assert (await _post(c, "before the Sentinels go silent")).status_code == 201
+    for s in replicated.sentinels:
+        assert s.proc is not None
+        s.proc.send_signal(signal.SIGSTOP)
+    try:
+        await rt.store.redis.connection_pool.disconnect()
+        created = await _post(c, "while no Sentinel answers")
+        listed = await c.get("/api/todos")
+    finally:
+        for s in replicated.sentinels:
+            assert s.proc is not None
+            s.proc.send_signal(signal.SIGCONT)
+    assert created.status_code == 201, created.text
+    assert listed.status_code == 200 and any(
+        t["texto"] == "while no Sentinel answers" for t in listed.json()
+    ), listed.text[:300]

@@ -139,6 +139,8 @@ def _text(value: Any) -> str:
 
 # Pause between two tries of a request while the primary is being replaced.
 FAILOVER_PAUSE_S = 0.2
+# Longest wait for a replica's acknowledgment when health counts the replicas.
+HEALTH_WAIT_MS = 100
 # Longest wait for one Sentinel's answer.
 SENTINEL_TIMEOUT_S = 0.25
 # What a failover looks like from here: the old primary refuses, times out, or (demoted)
@@ -159,7 +161,12 @@ class NewestEpochSentinel(Sentinel):
         async def ask(sentinel: Redis) -> dict[str, Any] | None:
             try:
                 answer = await asyncio.wait_for(sentinel.sentinel_masters(), SENTINEL_TIMEOUT_S)
-            except (RedisConnectionError, RedisTimeoutError, ResponseError, TimeoutError):
+            except Exception:  # any failure at all is a Sentinel that did not answer
+                # and its next question starts on new sockets: in the lab a pooled socket to
+                # a Sentinel turned up with its transport closed, and uvloop raised
+                # RuntimeError (not a ConnectionError) on each write to it: 500s.
+                with contextlib.suppress(Exception):
+                    await sentinel.connection_pool.disconnect()
                 return None
             masters = cast(dict[str, dict[str, Any]], answer)
             return masters.get(service_name)
@@ -222,6 +229,20 @@ class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
     """Sentinel-managed connections, and a request waits for a free one (as with the URL).
     A pooled connection to another node than the one the Sentinels last named is dropped
     when it is taken: after a failover no request goes to the old primary on an old socket."""
+
+    async def get_master_address(self) -> tuple[str, int]:
+        """The primary the Sentinels name; if none answers, the one they named last. A
+        Sentinel question waits 0.25 s at most, and an instance short of CPU (over its memory
+        threshold, starting under load) missed that for every Sentinel at once: each new
+        connection then failed (500s) while the primary was fine. Nothing is lost by going
+        on: a demoted node refuses writes (READONLY), and a write no replica acknowledged
+        still needs the Sentinels' confirmation (TodoStore._confirm_primary)."""
+        try:
+            return cast(tuple[str, int], await super().get_master_address())  # type: ignore[no-untyped-call]
+        except MasterNotFoundError:
+            if self.master_address is None:
+                raise
+            return cast(tuple[str, int], tuple(self.master_address))
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         connection = await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
@@ -365,8 +386,11 @@ class TodoStore:
         """Reachable; with replica_wait_ms, also counts the replicas up to date (WAIT 0 0)."""
         if not self.replica_wait_ms:
             return bool(await self.redis.ping())
-        # WAIT 0 0 answers at once: the replicas that acknowledged this connection's last write
-        self.replicas = int(await self.redis.execute_command("WAIT", 0, 0))
+        # WAIT 1: at once if a replica has acknowledged this connection's offset, else after
+        # asking it (REPLCONF GETACK), HEALTH_WAIT_MS at most. WAIT 0 0 (never waits) answered
+        # 0 now and then under load with the replica linked: health flapped DEGRADED.
+        wait_ms = min(self.replica_wait_ms, HEALTH_WAIT_MS)
+        self.replicas = int(await self.redis.execute_command("WAIT", 1, wait_ms))
         return True
 
     async def list_page(self, limit: int, cursor: str | None, order: str) -> Page:
