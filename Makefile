@@ -79,7 +79,7 @@ molecule: venv ## molecule test on the lab (kept afterwards)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/molecule test --destroy=never
 
 failover: venv ## the failover scenarios alone, on a provisioned lab (e.g. make failover K=seed)
-	$(BIN)/pytest -q -rfE tests/failover $(if $(K),-k "$(K)")
+	$(BIN)/pytest -q -rfEP tests/failover $(if $(K),-k "$(K)")
 
 # Not in make test (it rebuilds the lab twice): the note of issue 12 shows a run.
 scale-test: venv ## add an API node to a copy of topology.yml, see it serve, scraped and allowed (then back)
