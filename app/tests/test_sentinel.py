@@ -395,6 +395,7 @@ def test_a_sentinel_that_was_away_is_asked_again_once_it_answers(
                 pooled = [c for c in pool._available_connections if c.is_connected]
                 assert pooled, "no pooled socket to the Sentinel"
                 for connection in pooled:
+                    assert connection._writer is not None
                     connection._writer.transport.abort()
                 await asyncio.sleep(0.05)
                 assert all(c.is_connected for c in pooled)  # redis-py has not noticed
