@@ -107,6 +107,23 @@ def keep(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def figure_row(scenario: str, tries: int, note: str) -> dict[str, Any]:
+    """A row for a timed figure with no load behind it (`tries` faults, the figure in `note`)."""
+    return {
+        "scenario": scenario,
+        "requests": tries,
+        "failures": 0,
+        "retried": 0,
+        "lost": 0,
+        "duplicated": 0,
+        "p99_ms": "-",
+        "max_ms": "-",
+        "isolated_after_s": None,
+        "readmitted_after_s": None,
+        "note": note,
+    }
+
+
 def assert_clean(row: dict[str, Any], run: LoadRun) -> None:
     assert row["requests"] >= LOAD["total"] * 0.95, f"the load stopped early: {row['requests']} requests"
     assert_unharmed(row, run)

@@ -29,7 +29,16 @@ from tests.support.lab import labctl, on_node, plug_in, pull_plug
 from tests.support.wait import wait_until
 
 from .loadgen import LoadRun
-from .scenario import LOAD, ROWS, assert_clean, assert_kept, assert_unclear_at_most_one_per_connection, finish, load
+from .scenario import (
+    LOAD,
+    assert_clean,
+    assert_kept,
+    assert_unclear_at_most_one_per_connection,
+    figure_row,
+    finish,
+    keep,
+    load,
+)
 
 pytestmark = pytest.mark.usefixtures("healthy")
 
@@ -189,20 +198,5 @@ def test_takeover_time_median_of_plug_pulls() -> None:
         f"plug pulled x{TAKEOVER_TRIES}: takeover median {statistics.median(figures):.3f} s "
         f"(each: {', '.join(f'{f:.3f}' for f in figures)})"
     )
-    print("\n" + line)
-    ROWS.append(
-        {
-            "scenario": "lb takeover, plug pulled, no load",
-            "requests": TAKEOVER_TRIES,
-            "failures": 0,
-            "retried": 0,
-            "lost": 0,
-            "duplicated": 0,
-            "p99_ms": "-",
-            "max_ms": "-",
-            "isolated_after_s": None,
-            "readmitted_after_s": None,
-            "note": line,
-        }
-    )
+    keep(figure_row("lb takeover, plug pulled, no load", TAKEOVER_TRIES, line))
     assert len(figures) == TAKEOVER_TRIES

@@ -26,7 +26,7 @@ from tests.support.model import PUBLIC_URL, REDIS_GROUP, SENTINEL_GROUP, TOPO
 from tests.support.wait import wait_until
 
 from .loadgen import LoadRun
-from .scenario import PROBES, assert_clean, finish, load
+from .scenario import PROBES, assert_clean, figure_row, finish, keep, load
 
 pytestmark = [
     pytest.mark.usefixtures("healthy"),
@@ -236,7 +236,8 @@ def test_writes_resume_within_seconds_of_the_primary_plug_pulled() -> None:
             client.delete(f"/api/todos/{r.json()['id']}")
             plug_in(old)
             whole(other(old))
-    print(
-        f"\nwrites again after the primary's plug was pulled: {resumed} s, median {statistics.median(resumed)} s "
-        f"(Sentinel {sentinel_timings()})"
+    line = (
+        f"plug pulled x{RESUME_TRIES}: writes again after a median {statistics.median(resumed):.3f} s "
+        f"(each: {', '.join(f'{r:.3f}' for r in resumed)}; Sentinel {sentinel_timings()})"
     )
+    keep(figure_row("redis primary: writes resume, no load", RESUME_TRIES, line))

@@ -7,12 +7,13 @@ the lab is left as it was.
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 import pytest
 
 from tests.support import ansible
-from tests.support.model import API_GROUP, TOPO, instances_on
+from tests.support.model import API_GROUP, REDIS_GROUP, TOPO, instances_on
 
 FIRST, SECOND = TOPO.instances[0], TOPO.instances[1]
 NON_API_HOST = next(n.name for n in TOPO.nodes if API_GROUP not in n.groups)
@@ -77,3 +78,18 @@ def test_stress_and_recover_with_a_limit(request: pytest.FixtureRequest) -> None
     recovered = playbook(request, "recover", "-l", FIRST.host)
     assert recovered.returncode == 0, recovered.stdout[-3000:] + recovered.stderr[-2000:]
     assert reported_instances(recovered.stdout) == on_host
+
+
+@pytest.mark.skipif(len(TOPO.group(REDIS_GROUP)) < 2, reason="one Redis node: no replication to report")
+@pytest.mark.parametrize("name", ["redis-status", "status"])
+def test_redis_status_names_one_primary_that_every_sentinel_agrees_on(request: pytest.FixtureRequest, name: str) -> None:
+    """redis-status.yml, alone and at the end of status.yml: one data node reports itself the
+    primary, the others its linked replicas, and the Sentinels name that primary as one."""
+    res = playbook(request, name)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    roles = re.findall(r"^\s+role: (\S+)$", res.stdout, re.MULTILINE)
+    assert sorted(roles) == ["master"] + ["slave"] * (len(TOPO.group(REDIS_GROUP)) - 1), res.stdout[-3000:]
+    assert re.findall(r"^\s+link: (\S+)$", res.stdout, re.MULTILINE).count("up") == len(roles) - 1, res.stdout[-3000:]
+    agreed = re.search(r"primary (\S+):(\d+), named by every Sentinel that answers", res.stdout)
+    assert agreed, res.stdout[-3000:]
+    assert agreed.group(1) in {n.address for n in TOPO.group(REDIS_GROUP)}
