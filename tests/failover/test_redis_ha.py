@@ -36,7 +36,6 @@ pytestmark = [
 DATA_NODES = [n.name for n in TOPO.group(REDIS_GROUP)]
 # A Sentinel's node that holds no data (mon): losing it must change nothing.
 SENTINEL_ONLY = next(n.name for n in TOPO.group(SENTINEL_GROUP) if REDIS_GROUP not in n.groups)
-SENTINEL_PORT = TOPO.services.port("redis_sentinel")
 MASTER = "halab"
 # How long a fault lasts before it is undone: long enough for a failover, bounded.
 FAULT_SECONDS = 8.0
@@ -54,13 +53,7 @@ def other(node: str) -> str:
 
 def ask_sentinel(node: str, question: str) -> list[str]:
     """A Sentinel's answer (redis-cli's lines, empty if it does not answer)."""
-    return on_node(
-        node,
-        'REDISCLI_AUTH="$(awk \'$1 == "requirepass" {print $2}\' /etc/redis/sentinel.conf | tr -d \'\\"\')" '
-        f"redis-cli --no-auth-warning -p {SENTINEL_PORT} SENTINEL {question}",
-        check=False,
-    ).stdout.split()
-
+    return on_node(node, PROBES.sentinel_cli_command(f"SENTINEL {question}"), check=False).stdout.split()
 
 def sentinels_name(node: str) -> bool:
     """Every Sentinel that answers names `node`'s address as the primary."""
@@ -164,7 +157,7 @@ def test_replica_lost() -> None:
     run.mark("fault")
     try:
         pull_plug(replica)
-        wait_until("an instance to report no replica", lambda: degraded_by_replication(), timeout=30)
+        wait_until("an instance to report no replica", degraded_by_replication, timeout=30)
         time.sleep(FAULT_SECONDS)
     finally:
         run.mark("recover")

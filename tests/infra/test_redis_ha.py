@@ -13,6 +13,7 @@ from testinfra.host import Host
 
 from tests.support.model import REDIS_GROUP, SENTINEL_GROUP, TOPO
 from tests.support.net import LOOPBACK
+from tests.support.probes import Probes
 from tests.support.run import REPO
 
 testinfra_hosts = [f"ansible://{REDIS_GROUP}", f"ansible://{SENTINEL_GROUP}"]
@@ -24,10 +25,7 @@ SENTINEL_PORT = TOPO.services.port("redis_sentinel")
 SENTINEL_DEFAULTS = yaml.safe_load((REPO / "roles/redis_sentinel/defaults/main.yml").read_text())
 MASTER = SENTINEL_DEFAULTS["redis_sentinel_master_name"]
 ADMIN = f'REDISCLI_AUTH="$(cat /etc/redis/admin.password)" redis-cli --user admin --no-auth-warning -h {LOOPBACK} -p {REDIS_PORT}'
-SENTINEL = (
-    "REDISCLI_AUTH=\"$(awk '$1 == \"requirepass\" {print $2}' /etc/redis/sentinel.conf | tr -d '\\\"')\" "
-    f"redis-cli --no-auth-warning -h {LOOPBACK} -p {SENTINEL_PORT}"
-)
+SENTINEL = Probes.sentinel_cli_command("", host=LOOPBACK)
 
 
 def groups_of(host: Host) -> list[str]:

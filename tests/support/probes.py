@@ -176,6 +176,15 @@ class Probes:
             f"-p {TOPO.services.port('redis')} {args}"
         )
 
+    @staticmethod
+    def sentinel_cli_command(args: str, host: str = "127.0.0.1") -> str:
+        """The shell command that runs redis-cli with `args` against the Sentinel on a
+        Sentinel's node, with its password read from its own config there."""
+        return (
+            "REDISCLI_AUTH=\"$(awk '$1 == \"requirepass\" {print $2}' /etc/redis/sentinel.conf | tr -d '\\\"')\" "
+            f"redis-cli --no-auth-warning -h {host} -p {TOPO.services.port('redis_sentinel')} {args}"
+        )
+
     def redis_admin(
         self, args: str, feed: str | None = None, check: bool = True, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:

@@ -383,7 +383,7 @@ class TodoStore:
         raise RedisConnectionError(why)
 
     async def ping(self) -> bool:
-        """Reachable; with replica_wait_ms, also counts the replicas up to date (WAIT 0 0)."""
+        """Reachable; with replica_wait_ms, also counts the replicas up to date (WAIT 1)."""
         if not self.replica_wait_ms:
             return bool(await self.redis.ping())
         # WAIT 1: at once if a replica has acknowledged this connection's offset, else after
