@@ -11,6 +11,7 @@ and plugins/filter/halab_model.py, which call `api_instances` below.
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -21,8 +22,8 @@ from typing import Any
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-# HALAB_TOPOLOGY points labctl, the tests and the Ansible plugins at another file
-# (e.g. a copy with one more API node); the Vagrantfile always reads topology.yml.
+# HALAB_TOPOLOGY points labctl, the tests, the Ansible plugins and the Vagrantfile at
+# another file (a copy with one more API node; vagrant/vlab's compacted model).
 TOPOLOGY_FILE = Path(os.environ.get("HALAB_TOPOLOGY") or REPO_ROOT / "topology.yml")
 
 # The inventory groups the roles and playbooks are written against.
@@ -48,9 +49,7 @@ class Instance:
         return f"http://{self.address}:{self.port}"
 
 
-def api_instances(
-    hosts: Iterable[tuple[str, str, Sequence[int]]], base_port: int, socket_template: str
-) -> list[Instance]:
+def api_instances(hosts: Iterable[tuple[str, str, Sequence[int]]], base_port: int, socket_template: str) -> list[Instance]:
     """The rule, written once: the k-th instance on a host (k from 0) listens on base_port + k.
 
     `hosts` is (host name, address, instance ids) per API host, in inventory order.
@@ -183,6 +182,31 @@ def _services(raw: Mapping[str, Any]) -> Services:
         limits=limits,
         balancer_state_file=str(raw["balancer_state_file"]),
     )
+
+
+def compacted(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The model with its `compact` placement applied: each node named there is folded into
+    the node it names, which gains its groups, host variables and memory. The folded node's
+    address is no longer used; everything else (services, floating addresses) is unchanged."""
+    model = copy.deepcopy(dict(raw))
+    folds = model.pop("compact", None) or {}
+    nodes = model["nodes"]
+    for guest, host in folds.items():
+        if guest not in nodes or host not in nodes:
+            raise ValueError(f"compact: {guest} -> {host} names a node the model lacks (has: {', '.join(nodes)})")
+        if host in folds:
+            raise ValueError(f"compact: {guest} -> {host}, but {host} is folded itself")
+        folded, target = nodes.pop(guest), nodes[host]
+        clash = set(folded.get("host_vars") or {}) & set(target.get("host_vars") or {})
+        if clash:
+            raise ValueError(f"compact: {guest} and {host} both set {', '.join(sorted(clash))}")
+        target["groups"] = [
+            *target.get("groups", []),
+            *(g for g in folded.get("groups", []) if g not in target.get("groups", [])),
+        ]
+        target["memory_mb"] = int(target.get("memory_mb", 512)) + int(folded.get("memory_mb", 512))
+        target["host_vars"] = {**(target.get("host_vars") or {}), **(folded.get("host_vars") or {})}
+    return model
 
 
 def load(path: Path = TOPOLOGY_FILE) -> Topology:

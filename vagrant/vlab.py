@@ -1,5 +1,6 @@
-"""vlab: halab's VMs (one per node of topology.yml) with the project's own Vagrantfile, on vagrant-libvirt
-driving qemu WITHOUT KVM, on a host that has no systemd as PID 1.
+"""vlab: halab's VMs (the nodes of topology.yml, five VMs by its `compact` placement unless
+HALAB_VAGRANT_NODES=all) with the project's own Vagrantfile, on vagrant-libvirt driving qemu
+WITHOUT KVM, on a host that has no systemd as PID 1.
 
 Everything libvirt creates (bridges, dnsmasq, its firewall rules, the VMs'
 private network from topology.yml) lives in a network namespace of its own,
@@ -41,6 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
+import yaml
+
 from lab import host, topology
 from lab.errors import LabError, die
 from lab.lab import BRIDGE as NSPAWN_BRIDGE
@@ -67,6 +70,11 @@ DAEMONS = ("virtlogd", "libvirtd")  # started in this order, stopped in the othe
 VIRSH = ["virsh", "-c", "qemu:///system"]
 ANSIBLE_STRATEGY = "mitogen_linear"  # unless ANSIBLE_STRATEGY is set (see lab_env)
 HOST_VARS_DIR = REPO_ROOT / ".vagrant/provisioners/ansible/inventory/host_vars"
+# Which nodes become VMs: "compact" (topology.yml's `compact` placement: five VMs for seven
+# nodes) or "all" (one VM per node). Seven emulated VMs on two cores did not fit CI's budget
+# (vagrant/README.md).
+PLACEMENT_VARIABLE = "HALAB_VAGRANT_NODES"
+PLACEMENTS = ("compact", "all")
 PACKAGES = (
     "vagrant", "vagrant-libvirt", "libvirt-daemon-system", "qemu-system-x86", "qemu-utils", "dnsmasq-base",
     "mmdebstrap", "e2fsprogs", "nftables", "iproute2", "openssh-client",
@@ -199,9 +207,21 @@ def namespace_ruleset(up: Uplink = UPLINK) -> str:
 # ANSIBLE_STRATEGY: Mitogen (plugins/strategy) keeps one Python per VM instead
 # of starting one, and importing Ansible's module_utils, for every task: under
 # TCG that start-up was most of a task's 30-50 s. Override it to compare.
+def model_file(repo: Path | None = None) -> Path:
+    """The compacted model the VMs were made from (written by `up`, removed by `down`); absent: topology.yml."""
+    return (repo or REPO_ROOT) / ".vagrant/halab-topology.yml"
+
+
+def lab_model() -> Path:
+    """The model this lab's VMs follow."""
+    return model_file() if model_file().is_file() else topology.TOPOLOGY_FILE
+
+
 def lab_env(environ: Mapping[str, str], repo: Path = REPO_ROOT) -> dict[str, str]:
-    """The lab's environment for vagrant, Ansible and the tests."""
+    """The lab's environment for vagrant, Ansible and the tests (HALAB_TOPOLOGY: the VMs' model, if compacted)."""
+    model = {"HALAB_TOPOLOGY": str(model_file(repo))} if model_file(repo).is_file() else {}
     return {
+        **model,
         "VAGRANT_HOME": str(VAGRANT_HOME),
         "HALAB_BOX": BOX,
         "HALAB_LIBVIRT_DRIVER": "qemu",
@@ -248,7 +268,7 @@ def host_vars(topo: Topology, mgmt_gateway: str = MGMT_GATEWAY) -> dict[str, str
 
 def write_host_vars(directory: Path = HOST_VARS_DIR) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    for name, text in host_vars(topology.load()).items():
+    for name, text in host_vars(topology.load(lab_model())).items():
         (directory / f"{name}.yml").write_text(text)
 
 
@@ -457,11 +477,42 @@ def box(_: Args) -> None:
     BOX_KEY_FILE.write_text(key + "\n")
 
 
+def created_machines(repo: Path | None = None) -> list[str]:
+    """The machines of this clone that Vagrant has created (a libvirt domain id recorded)."""
+    return sorted(p.parent.parent.name for p in ((repo or REPO_ROOT) / ".vagrant/machines").glob("*/libvirt/id"))
+
+
+def place_nodes(environ: Mapping[str, str]) -> None:
+    """Write (compact) or remove (all) the VMs' model, as PLACEMENT_VARIABLE asks; never under existing VMs."""
+    wanted = environ.get(PLACEMENT_VARIABLE) or PLACEMENTS[0]
+    if wanted not in PLACEMENTS:
+        die(f"{PLACEMENT_VARIABLE}={wanted!r}: expected one of {', '.join(PLACEMENTS)}")
+    current = "compact" if model_file().is_file() else "all"
+    machines = created_machines()
+    if machines and wanted != current:
+        die(f"the VMs ({', '.join(machines)}) were made with {PLACEMENT_VARIABLE}={current}", hint="vagrant/vlab down first")
+    if wanted == "all":
+        model_file().unlink(missing_ok=True)
+        return
+    model = topology.compacted(yaml.safe_load(topology.TOPOLOGY_FILE.read_text()))
+    model_file().parent.mkdir(parents=True, exist_ok=True)
+    model_file().write_text(
+        f"# Written by vagrant/vlab from {topology.TOPOLOGY_FILE.name} with its `compact` placement: do not edit.\n"
+        + yaml.safe_dump(model, sort_keys=False)
+    )
+    topology.load(model_file())  # the result is a valid model
+    say(
+        f"{len(model['nodes'])} VMs for the nodes of {topology.TOPOLOGY_FILE.name} ({PLACEMENT_VARIABLE}=compact): "
+        + ", ".join(f"{n} ({' '.join(spec['groups'])})" for n, spec in model["nodes"].items())
+    )
+
+
 def up(args: Args) -> None:
     plumbing(args)
     box(args)
     if not os.access(REPO_ROOT / ".venv/bin/ansible-playbook", os.X_OK):
         die("no .venv/bin/ansible-playbook: run make venv first")
+    place_nodes(os.environ)
     write_host_vars()
     started = time.monotonic()
     # Boot them all in parallel, then provision once, all of them together:
@@ -472,9 +523,7 @@ def up(args: Args) -> None:
     # or private network (vagrant-libvirt configures those only for a domain it creates):
     # every VM came up as halab-box with eth1 down and Redis failed to bind its address.
     for attempt in (1, 2):
-        code = passthrough_watched(
-            in_lab(["vagrant", "up", "--provider=libvirt", "--no-provision", *args.args])
-        )
+        code = passthrough_watched(in_lab(["vagrant", "up", "--provider=libvirt", "--no-provision", *args.args]))
         if code is not None:
             if code != 0:
                 raise Exit(code)
@@ -521,6 +570,7 @@ def present(yes: bool) -> str:
 
 def status(_: Args) -> None:
     print(f"namespace {NS}: {present(host.netns_exists(NS))}")
+    print(f"model: {lab_model()}")
     print(f"uplink {UPLINK.host_if}: {present(host.link_exists(UPLINK.host_if))}")
     print(f"nft table ip {NFT_TABLE} (host): {present(host.nft_table_present(NFT_TABLE))}")
     for daemon in DAEMONS:
@@ -558,6 +608,7 @@ def down(_: Args) -> None:
         run(["ip", "netns", "delete", NS])
     host.delete_link(UPLINK.host_if)
     host.delete_nft_table(NFT_TABLE)
+    model_file().unlink(missing_ok=True)  # only now: `vagrant destroy` above needed it
     keeper = host.restore_ip_forward(IP_FORWARD_SAVED, needed_by=[NSPAWN_BRIDGE])
     if keeper:
         say(f"leaving ip_forward=1: the nspawn lab ({keeper}) is up and needs it")
@@ -618,8 +669,8 @@ class Args:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="vagrant/vlab",
-        description="halab's VMs (one per node of topology.yml) with vagrant-libvirt on qemu without KVM, in network namespace "
-        + NS,
+        description="halab's VMs (the nodes of topology.yml; HALAB_VAGRANT_NODES=compact, the default, or all) "
+        f"with vagrant-libvirt on qemu without KVM, in network namespace {NS}",
         epilog="The arguments of up, vagrant and exec are passed on as they are (only a first -h/--help is vlab's).",
     )
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")

@@ -81,7 +81,8 @@ def test_between_groups(host: Host, group: Group, addr: Addr, src: str, dst: str
     me = host.ansible.get_variables()["inventory_hostname"]
     if me not in group(src):
         pytest.skip(f"{me} is not in {src}")
-    for target in group(dst):
+    # A node's traffic to itself never meets the firewall (a placement may put two groups on one node).
+    for target in (t for t in group(dst) if t != me):
         for number in ports(target, port):
             assert reach(host, addr(target), number) is ok, f"{me} -> {target}:{number} ({port})"
 

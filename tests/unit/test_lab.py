@@ -36,6 +36,42 @@ def test_topology_rejects_an_address_outside_the_network(tmp_path: Path) -> None
         topology.load(bad)
 
 
+def test_the_compact_placement_keeps_every_group_on_fewer_nodes() -> None:
+    raw = yaml.safe_load(topology.TOPOLOGY_FILE.read_text())
+    full = topology.load()
+    compact_file = topology.compacted(raw)
+    assert "compact" not in compact_file
+    assert raw["nodes"]["data1"], "compacted() must not change its argument"
+    folded = set(raw["compact"])
+    assert [n for n in compact_file["nodes"]] == [n.name for n in full.nodes if n.name not in folded]
+    for guest, host_name in raw["compact"].items():
+        target = compact_file["nodes"][host_name]
+        assert set(target["groups"]) == set(full.node(host_name).groups) | set(full.node(guest).groups)
+        assert target["memory_mb"] == full.node(host_name).memory_mb + full.node(guest).memory_mb
+    # every group keeps as many members as before: the Redis pair on two nodes, three Sentinels on three
+    assert {g: sum(g in spec["groups"] for spec in compact_file["nodes"].values()) for g in ("redis", "sentinel", "api")} == {
+        g: len(full.group(g)) for g in ("redis", "sentinel", "api")
+    }
+    assert compact_file["services"] == raw["services"]
+
+
+def test_a_compact_placement_that_cannot_be_applied_is_refused() -> None:
+    nodes = {"lb": {"address": "10.0.0.2", "groups": ["loadbalancer"]}, "app": {"address": "10.0.0.3", "groups": ["api"]}}
+    with pytest.raises(ValueError, match="db -> app names a node the model lacks"):
+        topology.compacted({"nodes": nodes, "compact": {"db": "app"}})
+    with pytest.raises(ValueError, match="lb -> app, but app is folded itself"):
+        topology.compacted({"nodes": nodes, "compact": {"lb": "app", "app": "lb"}})
+
+
+def test_a_compact_placement_refuses_two_values_for_one_host_variable() -> None:
+    nodes = {
+        "app": {"address": "10.0.0.3", "groups": ["api"], "host_vars": {"x": 1}},
+        "db": {"address": "10.0.0.4", "groups": ["redis"], "host_vars": {"x": 2}},
+    }
+    with pytest.raises(ValueError, match="both set x"):
+        topology.compacted({"nodes": nodes, "compact": {"db": "app"}})
+
+
 def test_unknown_node_names_the_known_ones() -> None:
     with pytest.raises(KeyError, match="lb1, lb2, app1, app2, data1, data2, mon"):
         topology.load().node("app3")

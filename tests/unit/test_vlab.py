@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from lab import host, lab, topology
+from lab.errors import LabError
 from vagrant import build_box, vlab
 from vagrant.vlab import VERBS, Args, Verb
 
@@ -101,7 +102,8 @@ def test_a_failed_command_is_vlabs_exit_status(monkeypatch: pytest.MonkeyPatch) 
 # ---------------------------------------------------------------- what vlab runs
 
 
-def test_commands_run_in_the_namespace_with_the_labs_environment() -> None:
+def test_commands_run_in_the_namespace_with_the_labs_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(vlab, "model_file", lambda repo=None: tmp_path / "absent.yml")
     cmd = vlab.in_lab(["vagrant", "up", "--provider=libvirt"], {"PATH": "/usr/bin:/bin"})
     assert cmd[:5] == ["ip", "netns", "exec", NS, "env"]
     assert cmd[-3:] == ["vagrant", "up", "--provider=libvirt"]
@@ -121,6 +123,42 @@ def test_commands_run_in_the_namespace_with_the_labs_environment() -> None:
 def test_ansible_strategy_can_be_overridden(given: str | None, used: str) -> None:
     environ = {} if given is None else {"ANSIBLE_STRATEGY": given}
     assert vlab.lab_env(environ)["ANSIBLE_STRATEGY"] == used
+
+
+@pytest.fixture
+def clone(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """A repository of vlab's in tmp_path: its .vagrant/ there, topology.yml the real one."""
+    monkeypatch.setattr(vlab, "REPO_ROOT", tmp_path)
+    return tmp_path
+
+
+def test_up_makes_five_vms_of_the_compact_placement_by_default(clone: Path) -> None:
+    vlab.place_nodes({})
+    model = topology.load(vlab.model_file())
+    assert [n.name for n in model.nodes] == ["lb1", "lb2", "app1", "app2", "mon"]
+    assert vlab.lab_model() == vlab.model_file()
+    assert vlab.lab_env({}, clone)["HALAB_TOPOLOGY"] == str(clone / ".vagrant/halab-topology.yml")
+    files = vlab.host_vars(model)
+    assert sorted(files) == sorted(n.name for n in model.nodes)
+
+
+def test_all_nodes_on_request_means_the_model_itself(clone: Path) -> None:
+    vlab.place_nodes({})
+    vlab.place_nodes({vlab.PLACEMENT_VARIABLE: "all"})
+    assert not vlab.model_file().exists()
+    assert vlab.lab_model() == topology.TOPOLOGY_FILE
+    assert "HALAB_TOPOLOGY" not in vlab.lab_env({}, clone)
+
+
+def test_the_placement_is_not_changed_under_existing_vms(clone: Path) -> None:
+    vlab.place_nodes({})
+    (clone / ".vagrant/machines/app1/libvirt").mkdir(parents=True)
+    (clone / ".vagrant/machines/app1/libvirt/id").write_text("0c2f\n")
+    with pytest.raises(LabError, match="were made with HALAB_VAGRANT_NODES=compact"):
+        vlab.place_nodes({vlab.PLACEMENT_VARIABLE: "all"})
+    vlab.place_nodes({})  # the same placement again is fine
+    with pytest.raises(LabError, match="expected one of compact, all"):
+        vlab.place_nodes({vlab.PLACEMENT_VARIABLE: "three"})
 
 
 def test_host_vars_name_both_controller_addresses() -> None:
