@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from . import topology
-from .errors import LabError
+from .errors import LabError, die
 from .lab import Lab
 from .ssh import ssh_command
 
@@ -21,6 +21,7 @@ class Verb(enum.Enum):
     down = "down"
     status = "status"
     ssh = "ssh"
+    console = "console"
     stop = "stop"
     start = "start"
     reboot = "reboot"
@@ -41,6 +42,7 @@ HELP = {
     Verb.down: "stop every node and leave the host as it was before `up`",
     Verb.status: "each node's state and systemd state",
     Verb.ssh: "a shell or a command on a node",
+    Verb.console: "a shell or a command on a node without its network (reaches a partitioned node)",
     Verb.stop: "node loss: power a node off",
     Verb.start: "boot a stopped node again (its disk is kept)",
     Verb.reboot: "power a node off and boot it again",
@@ -67,7 +69,7 @@ def parser() -> argparse.ArgumentParser:
             v.add_argument("node")
         if verb is Verb.status:
             v.add_argument("--json", action="store_true", help="machine-readable output")
-        elif verb is Verb.ssh:
+        elif verb in (Verb.ssh, Verb.console):
             v.add_argument("command", nargs=argparse.REMAINDER)
         elif verb is Verb.stop:
             v.add_argument("--now", action="store_true", help="pull the plug (SIGKILL) instead of a clean poweroff")
@@ -102,7 +104,17 @@ def show_status(lab: Lab, args: Args) -> None:
 def ssh(lab: Lab, args: Args) -> None:
     lab.require_up()
     node = lab.topo.node(args.node)
+    if lab.is_partitioned(args.node):
+        die(
+            f"{args.node} is partitioned (its network is cut): SSH cannot reach it",
+            hint=f"lab/labctl heal {args.node} puts it back; lab/labctl console {args.node} -- CMD reaches it meanwhile",
+        )
     cmd = ssh_command(node.address, args.command, tty=sys.stdin.isatty() and not args.command)
+    os.execvp(cmd[0], cmd)
+
+
+def console(lab: Lab, args: Args) -> None:
+    cmd = lab.console(args.node, args.command or ["bash", "-l"])
     os.execvp(cmd[0], cmd)
 
 
@@ -111,6 +123,7 @@ VERBS: dict[Verb, Callable[[Lab, Args], None]] = {
     Verb.down: lambda lab, _: lab.down(),
     Verb.status: show_status,
     Verb.ssh: ssh,
+    Verb.console: console,
     Verb.stop: lambda lab, a: lab.stop(a.node, now=a.now),
     Verb.start: lambda lab, a: lab.start(a.node),
     Verb.reboot: lambda lab, a: lab.reboot(a.node),
@@ -120,6 +133,9 @@ VERBS: dict[Verb, Callable[[Lab, Args], None]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    if not (sys.argv[1:] if argv is None else argv):  # no verb: the list of verbs, not argparse's one-line error
+        parser().print_help(sys.stderr)
+        return 2
     args = parse(argv)
     try:
         lab = Lab(topology.load(), log=lambda msg: print(f"labctl: {msg}", flush=True))

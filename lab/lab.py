@@ -13,7 +13,7 @@ from .errors import LabError, Log, die
 from .inventory import write_lab_inventory
 from .paths import KNOWN_HOSTS, SSH_KEY, STATE_DIR
 from .run import run
-from .ssh import ensure_key, ssh_run, write_known_hosts
+from .ssh import ensure_key, remove_client_config, ssh_run, write_client_config, write_known_hosts
 from .state import LabState, NodeState
 from .topology import REPO_ROOT, Node, Topology
 
@@ -47,8 +47,8 @@ class Lab:
             self.log("found a lab that is not fully running (crash or partial start): cleaning up first")
             self.down(quiet=True)
         elif current and self.all_answer():
-            changed = write_lab_inventory(self.topo, SSH_KEY, KNOWN_HOSTS)
-            self.log("lab already up: nothing to do" + (" (inventory rewritten)" if changed else ""))
+            changed = write_lab_inventory(self.topo, SSH_KEY, KNOWN_HOSTS) | write_client_config(self.topo.nodes)
+            self.log("lab already up: nothing to do" + (" (inventory or ssh config rewritten)" if changed else ""))
             return
         self.check_network_free()
         rootfs = image.ensure_image(self.log)
@@ -72,12 +72,14 @@ class Lab:
             self.boot(new, n)
         node.wait_ready([(n, new.node(n.name)) for n in self.topo.nodes])
         write_lab_inventory(self.topo, SSH_KEY, KNOWN_HOSTS)
+        write_client_config(self.topo.nodes)
         self.log("lab is up: " + ", ".join(f"{n.name} {n.address}" for n in self.topo.nodes))
 
     def down(self, quiet: bool = False) -> None:
         if os.geteuid() != 0:
             die("labctl needs root: run it with sudo")
         current = self.state or LabState()
+        remove_client_config()
         if self.state is None and not STATE_DIR.exists() and not host.link_exists(BRIDGE):
             if not quiet:
                 self.log("no lab here: nothing to do")
@@ -194,6 +196,19 @@ class Lab:
         state.save(current)
         self.log(f"{name} is {'cut off the network' if cut else 'back on the network'}")
 
+    def console(self, name: str, command: list[str]) -> list[str]:
+        """The command that runs `command` in a running node without its network (node.console_command)."""
+        current = self.require_up()
+        self.topo.node(name)
+        record = current.node(name)
+        leader = node.leader_pid(record.pid) if record.pid and node.pid_alive(record.pid, name) else None
+        if leader is None:
+            die(f"{name} is not running", hint=f"lab/labctl start {name}")
+        return node.console_command(leader, command)
+
+    def is_partitioned(self, name: str) -> bool:
+        return bool(self.state and self.state.node(name).partitioned)
+
     def status(self) -> list[StatusRow]:
         current = self.state or LabState()
         rows = []
@@ -204,6 +219,10 @@ class Lab:
             if alive and not record.partitioned:
                 res = ssh_run(n.address, ["systemctl", "is-system-running"], timeout=5)
                 system = res.stdout.strip() or "unreachable"
+            elif alive and record.pid:  # cut off: ask it through its namespaces, as a console would
+                leader = node.leader_pid(record.pid)
+                cmd = node.console_command(leader, ["systemctl", "is-system-running"]) if leader else ["false"]
+                system = run(cmd, check=False).stdout.strip() or "unknown"
             running = "partitioned" if record.partitioned else "running"
             rows.append(StatusRow(n.name, n.address, ",".join(n.groups), running if alive else "stopped", system))
         return rows

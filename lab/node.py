@@ -79,6 +79,22 @@ def pid_alive(pid: int | None, node: str) -> bool:
     return b"--machine=" + machine_name(node).encode() in cmdline
 
 
+def leader_pid(nspawn_pid: int) -> int | None:
+    """The node's PID 1 as the host sees it: the nspawn process's child."""
+    try:
+        children = Path(f"/proc/{nspawn_pid}/task/{nspawn_pid}/children").read_text().split()
+    except OSError:
+        return None
+    return int(children[0]) if children else None
+
+
+def console_command(leader: int, command: list[str]) -> list[str]:
+    """command inside a running node through its namespaces, not its network (like a VM's serial
+    console): it reaches a partitioned node too. The node's own PATH, not the host's."""
+    path = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    return ["nsenter", f"--target={leader}", "--mount", "--uts", "--ipc", "--net", "--pid", "--", "env", path, *command]
+
+
 # ---------------------------------------------------------------- disk and identity
 
 

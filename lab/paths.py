@@ -15,3 +15,5 @@ NODES_DIR = STATE_DIR / "nodes"
 SSH_DIR = STATE_DIR / "ssh"
 SSH_KEY = SSH_DIR / "id_ed25519"
 KNOWN_HOSTS = SSH_DIR / "known_hosts"
+# `ssh app1` from the host: Debian's ssh_config includes /etc/ssh/ssh_config.d/*.conf.
+SSH_CLIENT_CONFIG = Path(os.environ.get("HALAB_SSH_CLIENT_CONFIG", "/etc/ssh/ssh_config.d/halab.conf"))

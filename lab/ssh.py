@@ -1,4 +1,5 @@
-"""The lab's SSH client: one key pair and one known_hosts file, both made by labctl."""
+"""The lab's SSH client: one key pair, one known_hosts file and a client configuration for
+`ssh app1` from the host, all made by labctl (the configuration removed again by `down`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
-from .paths import KNOWN_HOSTS, SSH_DIR, SSH_KEY
+from .paths import KNOWN_HOSTS, SSH_CLIENT_CONFIG, SSH_DIR, SSH_KEY
 from .run import run
 from .topology import Node
 
@@ -64,3 +65,38 @@ def known_hosts_lines(node: Node, etc_ssh: Path) -> list[str]:
 def write_known_hosts(nodes: Iterable[tuple[Node, Path]]) -> None:
     lines = [line for node, etc_ssh in nodes for line in known_hosts_lines(node, etc_ssh)]
     KNOWN_HOSTS.write_text("\n".join(lines) + "\n")
+
+
+def client_config_text(nodes: Iterable[Node]) -> str:
+    """ssh_config(5) stanzas: each node by its name, as root, with the lab's key and known_hosts."""
+    nodes = list(nodes)
+    lines = [
+        "# Written by labctl (make lab): `ssh app1` from this host reaches the lab's node app1.",
+        "# Removed by labctl down (make down). Do not edit: it is rewritten.",
+    ]
+    for n in nodes:
+        lines += [f"Host {n.name}", f"    HostName {n.address}"]
+    lines += [
+        f"Host {' '.join(n.name for n in nodes)}",
+        "    User root",
+        f"    IdentityFile {SSH_KEY}",
+        "    IdentitiesOnly yes",
+        f"    UserKnownHostsFile {KNOWN_HOSTS}",
+        "    StrictHostKeyChecking yes",
+        "    ConnectTimeout 5",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_client_config(nodes: Iterable[Node], path: Path = SSH_CLIENT_CONFIG) -> bool:
+    """Write it if it differs; whether it changed."""
+    text = client_config_text(nodes)
+    if path.is_file() and path.read_text() == text:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return True
+
+
+def remove_client_config(path: Path = SSH_CLIENT_CONFIG) -> None:
+    path.unlink(missing_ok=True)

@@ -23,7 +23,7 @@ import uvloop
 from todo_api.app import create_public_app
 from todo_api.config import Settings
 from todo_api.runtime import Runtime
-from todo_api.store import DATA, NewestEpochSentinel
+from todo_api.store import DATA, NewestEpochSentinel, TodoStore
 
 from .conftest import free_port
 
@@ -431,3 +431,24 @@ async def test_with_no_sentinel_answering_the_known_primary_keeps_serving(
     assert listed.status_code == 200 and any(
         t["texto"] == "while no Sentinel answers" for t in listed.json()
     ), listed.text[:300]
+
+
+async def test_a_connection_attempt_has_its_own_shorter_timeout(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """A vanished primary is silent: each try to reach it costs the connect timeout, not the
+    command timeout (which must outlast the replica WAIT). 0 keeps the command timeout."""
+    sentinels = (("127.0.0.1", free_port()),)
+    store = TodoStore(
+        make_settings(
+            redis_sentinels=sentinels, redis_timeout_ms=1000, redis_connect_timeout_ms=250
+        )
+    )
+    plain = TodoStore(make_settings(redis_timeout_ms=1000))
+    try:
+        kwargs = store.redis.connection_pool.connection_kwargs
+        assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (1.0, 0.25)
+        assert plain.redis.connection_pool.connection_kwargs["socket_connect_timeout"] == 1.0
+    finally:
+        await store.close()
+        await plain.close()

@@ -11,6 +11,7 @@ Run one alone: `pytest tests/failover -k seed`.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 
@@ -47,11 +48,18 @@ SEED_JQ = f"""for i in 1 2 3 4 5; do curl -s {PUBLIC_URL}/api/health | jq -r '.i
 
 
 def test_seed_scenario_stress_and_recover_through_the_management_plane() -> None:
+    since = on_instance(SICK, "date '+%Y-%m-%d %H:%M:%S'").stdout.strip()
     run = load(total=3500, max_seconds=80)
     time.sleep(3)
     run.mark("fault")
     playbook("stress.yml", instance=SICK)
     wait_until(f"instance {SICK} unhealthy", lambda: not instance_healthy(SICK), timeout=30)
+    # The app's level-40 lines are the journal's warnings: an operator's `-p warning` finds them.
+    warnings = on_instance(SICK, f"journalctl -u {UNIT} -p warning --since '{since}' --no-pager -o cat").stdout
+    assert any(
+        line.startswith("{") and json.loads(line).get("level") == 40 and "memoryPercent" in line
+        for line in warnings.splitlines()
+    ), f"journalctl -p warning shows no level-40 memory line: {warnings[-2000:]}"
     # The seed's own check, as written in it: five health checks through NGINX.
     seen = subprocess.run(["bash", "-c", SEED_JQ], capture_output=True, text=True, check=True).stdout.split("\n")
     # Always the other instance, never an unhealthy one; DEGRADED (its Redis check timed out

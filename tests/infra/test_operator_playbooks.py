@@ -93,3 +93,16 @@ def test_redis_status_names_one_primary_that_every_sentinel_agrees_on(request: p
     agreed = re.search(r"primary (\S+):(\d+), named by every Sentinel that answers", res.stdout)
     assert agreed, res.stdout[-3000:]
     assert agreed.group(1) in {n.address for n in TOPO.group(REDIS_GROUP)}
+
+
+def test_plain_ssh_from_the_host_reaches_an_instances_unit() -> None:
+    """The README's `ssh app1 systemctl is-active todo-api@1`, with the first instance's node."""
+    result = subprocess.run(
+        ["ssh", "-o", "BatchMode=yes", FIRST.host, "systemctl", "is-active", f"todo-api@{FIRST.id}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert result.stdout.strip() == "active", result.stderr

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from lab.inventory import LAB_INVENTORY
+from lab.paths import SSH_CLIENT_CONFIG
 from lab.paths import STATE_FILE as STATE
 from tests.support.lab import bridge, host_snapshot, lab_is_up, lab_nodes, labctl
 from tests.support.model import TOPO
@@ -87,6 +88,21 @@ def test_up_on_a_running_lab_changes_nothing(lab: None) -> None:
     assert "nothing to do" in result.stdout
     assert STATE.read_text() == state_before
     assert inventory.stat().st_mtime_ns == mtime
+
+
+def test_plain_ssh_reaches_every_node_by_its_name(lab: None) -> None:
+    """`ssh app1` from the host, as the README and the page say (labctl's ssh_config snippet)."""
+    assert SSH_CLIENT_CONFIG.is_file()
+    for n in TOPO.nodes:
+        result = subprocess.run(
+            ["ssh", "-o", "BatchMode=yes", n.name, "hostname"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+        assert (result.returncode, result.stdout.strip()) == (0, n.name), f"ssh {n.name}: {result.stderr}"
 
 
 def test_missing_host_package_is_named(tmp_path: Path) -> None:

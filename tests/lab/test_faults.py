@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from tests.support.lab import labctl, machine_name, on_node, state_of
+from tests.support.lab import lab_nodes, labctl, machine_name, on_node, state_of
 from tests.support.model import LOADBALANCER_GROUP, MONITORING_GROUP, SSH_PORT, first
 from tests.support.net import tcp_open
 
@@ -48,6 +48,14 @@ def test_partition_cuts_the_node_off_and_heal_restores_it() -> None:
         # It keeps running: systemd inside is untouched, only its link is down.
         pgrep = ["pgrep", "-f", "--", f"--machine={machine_name(NODE)}"]
         assert subprocess.run(pgrep, capture_output=True, check=False).returncode == 0
+        # The tools say so: status asks systemd through the node's namespaces, ssh names the cure,
+        # and the console reaches the node without its network.
+        row = next(r for r in lab_nodes() if r["node"] == NODE)
+        assert row["systemd"] in ("running", "degraded"), row
+        refused = labctl("ssh", NODE, "--", "true", check=False, timeout=30)
+        assert refused.returncode == 1 and f"labctl heal {NODE}" in refused.stderr, refused.stderr
+        console = labctl("console", NODE, "--", "hostname", timeout=30)
+        assert console.stdout.strip() == NODE
     finally:
         labctl("heal", NODE)
     assert state_of(NODE) == "running"

@@ -85,4 +85,5 @@ def host_snapshot() -> dict[str, object]:
         "nspawn": sh("ps -eo stat=,pid=,comm= | awk '$1 !~ /^Z/ && $3 == \"systemd-nspawn\"'").strip(),
         "container_processes": foreign_roots,
         "state_dir": paths.STATE_DIR.exists(),
+        "ssh_client_config": paths.SSH_CLIENT_CONFIG.exists(),
     }

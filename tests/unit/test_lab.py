@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lab import cli, host, inventory, node, topology
+from lab import cli, host, inventory, node, ssh, topology
+from lab.paths import KNOWN_HOSTS, SSH_KEY
 
 
 def test_topology_has_its_nodes_on_one_network() -> None:
@@ -108,3 +109,19 @@ def test_unknown_node_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> No
     assert cli.main(["ssh", "nosuchnode"]) == 1  # no lab, or no such node: both said plainly
     err = capsys.readouterr().err
     assert err.startswith("labctl: ")
+
+
+def test_the_ssh_client_config_names_every_node(tmp_path: Path) -> None:
+    topo = topology.load()
+    text = ssh.client_config_text(topo.nodes)
+    for n in topo.nodes:
+        assert f"Host {n.name}\n    HostName {n.address}\n" in text
+    assert f"Host {' '.join(n.name for n in topo.nodes)}\n    User root\n    IdentityFile {SSH_KEY}\n" in text
+    assert f"UserKnownHostsFile {KNOWN_HOSTS}\n    StrictHostKeyChecking yes\n" in text
+    path = tmp_path / "ssh_config.d/halab.conf"
+    assert ssh.write_client_config(topo.nodes, path) is True
+    assert ssh.write_client_config(topo.nodes, path) is False  # unchanged: not rewritten
+    assert path.read_text() == text
+    ssh.remove_client_config(path)
+    ssh.remove_client_config(path)  # twice is fine
+    assert not path.exists()

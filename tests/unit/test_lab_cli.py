@@ -16,7 +16,9 @@ from lab.topology import load
 
 def test_every_verb_has_a_handler_and_a_subcommand() -> None:
     assert set(VERBS) == set(Verb)
-    assert [v.value for v in Verb] == ["up", "down", "status", "ssh", "stop", "start", "reboot", "partition", "heal"]
+    assert [v.value for v in Verb] == [
+        "up", "down", "status", "ssh", "console", "stop", "start", "reboot", "partition", "heal",
+    ]  # fmt: skip
     sub = next(a for a in cli.parser()._actions if a.dest == "verb")
     assert list(sub.choices) == [v.value for v in Verb]  # type: ignore[arg-type]
 
@@ -30,11 +32,18 @@ def test_every_verb_has_a_handler_and_a_subcommand() -> None:
         (["stop", "mon", "--now"], Args(Verb.stop, node="mon", now=True)),
         (["ssh", "app1", "--", "systemctl", "status"], Args(Verb.ssh, node="app1", command=["systemctl", "status"])),
         (["ssh", "app1"], Args(Verb.ssh, node="app1")),
+        (["console", "app1", "--", "hostname"], Args(Verb.console, node="app1", command=["hostname"])),
         (["heal", "lb"], Args(Verb.heal, node="lb")),
     ],
 )
 def test_parse(argv: list[str], expected: Args) -> None:
     assert cli.parse(argv) == expected
+
+
+def test_no_verb_prints_every_verb(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([]) == 2
+    err = capsys.readouterr().err
+    assert all(v.value in err for v in Verb) and "partitioned node" in err
 
 
 def test_node_verbs_need_a_node() -> None:

@@ -149,6 +149,10 @@ class Settings:
     # per Redis call and per wait for a pooled connection; past it, 503 storage unavailable
     # (app README: why 5 s)
     redis_timeout_ms: int = _int_var("TODO_API_REDIS_TIMEOUT_MS", 5000, minimum=1)
+    # per connection attempt; 0: redis_timeout_ms. A node whose plug was pulled leaves no
+    # refusal, only silence: while the Sentinels replace it, every try to reach it costs
+    # this long, so a short one finds the new primary sooner (app README)
+    redis_connect_timeout_ms: int = _int_var("TODO_API_REDIS_CONNECT_TIMEOUT_MS", 0, minimum=0)
     # Sentinels to ask for the primary of redis_sentinel_master; none = redis_url is the primary
     redis_sentinels: tuple[tuple[str, int], ...] = _var(
         "TODO_API_REDIS_SENTINELS", (), _parse_endpoints

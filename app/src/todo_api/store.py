@@ -263,9 +263,10 @@ class TodoStore:
         self.unreplicated_writes = 0
         self.failover_retries = 0
         password, username = settings.redis_password, settings.redis_username
+        connect_timeout = (settings.redis_connect_timeout_ms or settings.redis_timeout_ms) / 1000
         kwargs: dict[str, Any] = {
             "socket_timeout": timeout,
-            "socket_connect_timeout": timeout,
+            "socket_connect_timeout": connect_timeout,
             # one immediate reconnect (a stale pooled connection after a Redis restart),
             # no backoff and no retry on timeouts: requests never hang on a dead Redis
             "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
