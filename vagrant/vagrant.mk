@@ -11,7 +11,7 @@ VAGRANT_INVENTORY  := .vagrant/provisioners/ansible/inventory/vagrant_ansible_in
 VAGRANT_SSH_ARGS   := -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
                       -o ControlPath=/tmp/halab-vagrant-ssh-%C -o ControlPersist=120
 
-.PHONY: vagrant-deps vagrant-box vagrant-lab vagrant-down test-vagrant test-vagrant-ci test-vagrant-vrrp
+.PHONY: vagrant-deps vagrant-box vagrant-lab vagrant-down test-vagrant test-vagrant-vrrp
 
 vagrant-deps: venv ## Vagrant route: apt packages (vagrant, vagrant-libvirt, libvirt, qemu)
 	$(VLAB) deps
@@ -42,16 +42,6 @@ test-vagrant: venv ## the tests on the Vagrant VMs (needs make vagrant-lab)
 	else echo "tests/infra has no tests yet: skipped"; fi; \
 	$(VLAB) exec $(BIN)/pytest -q -rfEP -p no:cacheprovider tests/vagrant -m "not vrrp_fault"; \
 	echo "--- make test-vagrant took $$(( $$(date +%s) - started )) s"
-
-# What CI runs on the VMs (after make vagrant-lab has booted and provisioned them): the
-# scenarios only real kernels show, under load. testinfra and the second provisioning are
-# make test-vagrant's: on five emulated VMs they took 495 s and over 17 minutes in one run
-# (vagrant/README.md), which CI's 90 minutes cannot hold after make test.
-test-vagrant-ci: venv ## what CI runs on the Vagrant VMs: the seed failover, the OOM kill, the LB pair's state
-	@started=$$(date +%s); \
-	test -s $(VAGRANT_INVENTORY) || { echo "no $(VAGRANT_INVENTORY): run make vagrant-lab first"; exit 1; }; \
-	$(VLAB) exec $(BIN)/pytest -q -rfEP -p no:cacheprovider tests/vagrant/test_20_failover.py tests/vagrant/test_30_balancers.py -m "not vrrp_fault" || exit; \
-	echo "--- make test-vagrant-ci took $$(( $$(date +%s) - started )) s"
 
 test-vagrant-vrrp: venv ## the load balancer holder cut off under load, on the Vagrant VMs (needs make vagrant-lab; a KVM host)
 	$(VLAB) exec $(BIN)/pytest -q -rfEP -p no:cacheprovider tests/vagrant -m vrrp_fault
