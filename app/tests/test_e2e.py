@@ -93,7 +93,7 @@ def test_real_server_notify_cli_and_shutdown(server: Running) -> None:
     msgs = server.messages("READY=1")
     assert any("READY=1" in m for m in msgs)
     base = f"http://127.0.0.1:{server.port}"
-    h = httpx.get(f"{base}/api/health")
+    h = httpx.get(f"{base}/api/health", headers={"X-Request-ID": "b1e5c0de"})
     assert h.status_code == 200 and h.json()["instance"] == "7"
     assert h.headers["x-instance"] == "7"
     assert httpx.post(f"{base}/api/stress").status_code == 404
@@ -148,6 +148,8 @@ def test_real_server_notify_cli_and_shutdown(server: Running) -> None:
     assert req and {"level", "time", "instance", "msg", "method", "status", "durationMs"} <= set(
         req[0]
     )
+    # the load balancer's id of the request, to find it in NGINX's access log too
+    assert [x["requestId"] for x in req][:1] == ["b1e5c0de"]
     assert any(x["level"] == 40 and "memoryPercent" in x for x in lines)
 
 

@@ -70,6 +70,7 @@ class Refusal:
     retry_after: str | None
     instance: str | None = None  # X-Instance: set when an API instance answered, not NGINX itself
     error: str | None = None  # the JSON body's `error`
+    request_id: str | None = None  # X-Request-ID: the load balancer's id of the request (its access log)
 
 
 @dataclass
@@ -269,7 +270,14 @@ class LoadRun:
                     served.append((self.now(), instance))
                 if status >= 300:
                     refusals.append(
-                        Refusal(status, _is_json(response), response.headers.get("retry-after"), instance, _error_of(response))
+                        Refusal(
+                            status,
+                            _is_json(response),
+                            response.headers.get("retry-after"),
+                            instance,
+                            _error_of(response),
+                            response.headers.get("x-request-id"),
+                        )
                     )
                 if method == "POST" and status == 201:
                     todo = response.json()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Unpack
 
@@ -126,7 +126,16 @@ def figure_row(scenario: str, tries: int, note: str) -> dict[str, Any]:
 
 def assert_clean(row: dict[str, Any], run: LoadRun) -> None:
     assert row["requests"] >= LOAD["total"] * 0.95, f"the load stopped early: {row['requests']} requests"
-    assert_unharmed(row, run)
+    try:
+        assert_unharmed(row, run)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{evidence(run.failures())}") from None
+
+
+def evidence(failures: Sequence[Outcome], limit: int = 3) -> str:
+    """What the first failed requests met on their way (Probes.trace): for the failure message."""
+    ids = [o.refusals[-1].request_id for o in failures if o.refusals and o.refusals[-1].request_id]
+    return PROBES.trace([i for i in ids[:limit] if i])
 
 
 def assert_kept(row: dict[str, Any]) -> None:

@@ -24,7 +24,7 @@ from tests.support.model import LOADBALANCER_GROUP, PUBLIC_URL, REDIS_GROUP, TOP
 from tests.support.wait import wait_until
 
 from .loadgen import LoadRun
-from .scenario import LOAD, PROBES, assert_clean, assert_kept, finish, load, unclear
+from .scenario import LOAD, PROBES, assert_clean, assert_kept, evidence, finish, load, unclear
 
 pytestmark = pytest.mark.usefixtures("healthy")
 
@@ -327,7 +327,8 @@ def test_both_unhealthy_gives_a_quick_json_503_and_resumes_by_itself() -> None:
     # lost or doubled.
     for one, row in zip(run, (careful, naive), strict=True):
         resumed = one.marks["resumed"]
-        assert not unclear(one.failures()), (one.client, unclear(one.failures())[:10])
+        vague = [o for o in one.failures() if unclear([o])]
+        assert not vague, f"{one.client}: {unclear(vague)[:10]}\n{evidence(vague)}"
         late = [o.index for o in one.failures() if o.started >= resumed]
         assert not late, f"{one.client}: requests {late[:10]} failed after service resumed"
         assert_kept(row)

@@ -5,6 +5,7 @@ load balancer; every loop is bounded in count and time."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import time
@@ -13,9 +14,11 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+import testinfra
 
-from tests.support.model import LOADBALANCER_GROUP, PUBLIC_URL, TOPO
+from tests.support.model import INSTANCE_NODE, LOADBALANCER_GROUP, PUBLIC_URL, TOPO
 from tests.support.net import http
+from tests.support.wait import wait_until
 
 # Where the load balancer answers on its own: what it must say, and its status.
 NGINX_ERRORS = [
@@ -51,6 +54,30 @@ def test_every_error_of_the_edge_is_json(method: str, path: str, headers: dict[s
     assert got_headers["Content-Type"].startswith("application/json")
     assert is_error_json(got_body), got_body[:200]
     assert balancer_of(got_headers["X-Balancer"]) in BALANCERS, got_headers["X-Balancer"]
+
+
+def logged_line(node: str, command: str, inventory: str) -> str:
+    """The output of `command` on `node` once there is some (a log is written as the answer goes out)."""
+    host = testinfra.get_host(f"ansible://{node}", ansible_inventory=inventory)
+    return str(wait_until(f"{command!r} on {node}", lambda: host.run(command).stdout, timeout=10))
+
+
+def test_every_answer_carries_its_request_id_as_the_logs_have_it(request: pytest.FixtureRequest) -> None:
+    """X-Request-ID on an answer (an API one and one NGINX gives itself) finds that request's
+    line in the answering load balancer's access log, and the API instance's log line."""
+    inventory = request.config.getoption("ansible_inventory")
+    for path, instance_saw_it in (("/api/todos?limit=1", True), ("/no-such-page", False)):
+        response = httpx.get(PUBLIC_URL + path)
+        rid = response.headers.get("x-request-id", "")
+        assert re.fullmatch(r"[0-9a-f]{32}", rid), (path, response.headers)
+        balancer = balancer_of(response.headers["x-balancer"])
+        line = logged_line(balancer, f"grep -h {rid} /var/log/nginx/halab_access.json", inventory)
+        assert json.loads(line)["uri"] == path, line
+        if instance_saw_it:
+            node = INSTANCE_NODE[response.headers["x-instance"]]
+            journal = f"journalctl -u 'todo-api@*' --since -5min -o cat --no-pager | grep {rid}"
+            logged = logged_line(node, journal, inventory)
+            assert json.loads(logged.splitlines()[-1])["requestId"] == rid, logged
 
 
 def test_a_request_it_cannot_read_gets_json_too() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import subprocess
 import time
 from collections.abc import Generator, Iterator, Sequence
@@ -19,7 +20,7 @@ import httpx
 
 from tests.failover.loadgen import TLS, LoadRun
 
-from .model import INSTANCE_NODE, PUBLIC_URL, REDIS_GROUP, TOPO
+from .model import INSTANCE_NODE, LOADBALANCER_GROUP, PUBLIC_URL, REDIS_GROUP, TOPO
 from .wait import wait_until
 
 # GET /api/todos answers at most this many todos a page (the API's maximum); the
@@ -212,6 +213,27 @@ class Probes:
             return f"LATENCY LATEST unreadable: {(result.stdout + result.stderr).strip()[:300]}"
         events = [fields[i : i + 4] for i in range(0, len(fields), 4)]
         return "\n".join(f"{name}: latest {latest} ms, max {peak} ms" for name, _, latest, peak in events) or "none"
+
+    def trace(self, request_ids: Sequence[str], minutes: int = 15) -> str:
+        """Where requests went: their lines in every load balancer's access log and every API
+        instance's journal (NGINX's X-Request-ID, the API's requestId), then the instances'
+        errors of the last `minutes`. What a failed assertion shows, so a failure a CI log
+        reports once can be explained from that log alone."""
+        lines = []
+        # NGINX's ids are 32 hex digits: nothing else goes into the shell's pattern
+        pattern = "|".join(i for i in request_ids if re.fullmatch(r"[0-9a-f]{1,64}", i))
+        for node in [n.name for n in TOPO.group(LOADBALANCER_GROUP)] if pattern else []:
+            found = self.on_node(node, f"grep -hE '{pattern}' /var/log/nginx/halab_access.json", check=False)
+            lines += [f"{node} access: {line}" for line in found.stdout.splitlines()]
+        journal = f"journalctl -u 'todo-api@*' --since '-{minutes} min' --no-pager -o cat"
+        for node in sorted(set(INSTANCE_NODE.values())):
+            if pattern:
+                found = self.on_node(node, f"{journal} | grep -E '{pattern}'", check=False)
+                lines += [f"{node} journal: {line}" for line in found.stdout.splitlines()]
+            errors = self.on_node(node, f"{journal} -p err | tail -n 5", check=False)
+            lines += [f"{node} error: {line}" for line in errors.stdout.splitlines()]
+        head = f"requests {', '.join(request_ids)}" if request_ids else "no request id (no answer at all)"
+        return "\n".join([f"trace of {head}:", *(line[:400] for line in lines or ["nothing found"])])
 
     def all_healthy(self, timeout: float) -> None:
         for instance in INSTANCE_NODE:

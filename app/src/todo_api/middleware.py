@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .errors import error_bytes
 from .models import (
     IDEMPOTENCY_KEY_HEADER,
+    REQUEST_ID_HEADER,
     UNSHED_PATHS,
     allow_value,
     is_json_body_route,
@@ -25,6 +26,15 @@ from .runtime import Runtime
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 IDEMPOTENCY_KEY = IDEMPOTENCY_KEY_HEADER.lower().encode()
+REQUEST_ID = REQUEST_ID_HEADER.lower().encode()
+
+
+def request_id_of(scope: Scope) -> str | None:
+    """The load balancer's id of this request (X-Request-ID), as its access log has it."""
+    for k, v in scope["headers"]:
+        if k == REQUEST_ID:
+            return bytes(v).decode("latin-1")[:64]
+    return None
 
 # path -> the methods its routes answer (GET implies HEAD), None for an unknown path
 AllowedMethods = Callable[[str], frozenset[str] | None]
@@ -247,6 +257,8 @@ class PublicMiddleware:
                             "path": path,
                             "status": status,
                             "durationMs": round(elapsed * 1000, 2),
+                            # one request in NGINX's access log and here: the same id
+                            "requestId": request_id_of(scope),
                         },
                     )
                 )
