@@ -45,9 +45,11 @@ lab: deps ## boot the lab's nodes and provision them with playbooks/site.yml
 	$(LABCTL) up
 	$(MAKE) --no-print-directory provision
 	@echo
-	@echo "halab is up. Try:"
+	@echo "halab is up. Try (README.md, \"Break it\", has the rest):"
+	@echo "  . .venv/bin/activate     # once per shell: ansible-playbook and the other tools"
 	@echo "  curl -s http://$$($(PY) -c 'import lab.topology as t; print(t.load().public_address)')/api/health | jq"
-	@echo "  $(LABCTL) status        $(LABCTL) ssh app1        make down"
+	@echo "  ansible-playbook playbooks/stress.yml -e instance=1"
+	@echo "  $(LABCTL) status        ssh app1        make down"
 
 provision: ## run playbooks/site.yml on the running lab
 	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/site.yml

@@ -196,15 +196,21 @@ class Lab:
         state.save(current)
         self.log(f"{name} is {'cut off the network' if cut else 'back on the network'}")
 
+    @staticmethod
+    def _inside(record: NodeState, name: str, command: list[str]) -> list[str] | None:
+        """The command that runs `command` in node `name` through its namespaces, not its
+        network (node.console_command); None when the node does not run."""
+        leader = node.leader_pid(record.pid) if record.pid and node.pid_alive(record.pid, name) else None
+        return node.console_command(leader, command) if leader else None
+
     def console(self, name: str, command: list[str]) -> list[str]:
-        """The command that runs `command` in a running node without its network (node.console_command)."""
+        """The command that runs `command` in a running node without its network."""
         current = self.require_up()
         self.topo.node(name)
-        record = current.node(name)
-        leader = node.leader_pid(record.pid) if record.pid and node.pid_alive(record.pid, name) else None
-        if leader is None:
+        inside = self._inside(current.node(name), name, command)
+        if inside is None:
             die(f"{name} is not running", hint=f"lab/labctl start {name}")
-        return node.console_command(leader, command)
+        return inside
 
     def is_partitioned(self, name: str) -> bool:
         return bool(self.state and self.state.node(name).partitioned)
@@ -219,9 +225,8 @@ class Lab:
             if alive and not record.partitioned:
                 res = ssh_run(n.address, ["systemctl", "is-system-running"], timeout=5)
                 system = res.stdout.strip() or "unreachable"
-            elif alive and record.pid:  # cut off: ask it through its namespaces, as a console would
-                leader = node.leader_pid(record.pid)
-                cmd = node.console_command(leader, ["systemctl", "is-system-running"]) if leader else ["false"]
+            elif alive:  # cut off: ask it through its namespaces, as a console would
+                cmd = self._inside(record, n.name, ["systemctl", "is-system-running"]) or ["false"]
                 system = run(cmd, check=False).stdout.strip() or "unknown"
             running = "partitioned" if record.partitioned else "running"
             rows.append(StatusRow(n.name, n.address, ",".join(n.groups), running if alive else "stopped", system))

@@ -227,3 +227,15 @@ async def test_threshold_follows_the_cgroup_limit(
     text = (await c.get("/metrics")).text
     assert _gauge(text, "todo_api_memory_limit_bytes") == 256 * MB
     assert _gauge(text, "todo_api_memory_unhealthy_threshold_bytes") == 256 * MB * 0.8
+
+
+async def test_healthy_gauge_is_current_on_a_scrape_alone(
+    make_client: Callable[..., Any], tmp_path: Path
+) -> None:
+    """Prometheus alerts on todo_api_healthy: a scrape must read it right even when nothing
+    asked /api/health (no page open, no client probing)."""
+    for name, current, healthy in (("ok", 100 * MB, 1.0), ("over", 500 * MB, 0.0)):
+        root = tmp_path / name
+        proc = write_v2_tree(root, current=current, limit=512 * MB)
+        c, _ = await make_client(cgroup_root=str(root), proc_self_cgroup=str(proc))
+        assert _gauge((await c.get("/metrics")).text, "todo_api_healthy") == healthy, name

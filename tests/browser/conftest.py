@@ -51,6 +51,8 @@ class Target:
     # Loopback only: the stand-in of keepalived's notify hook (a state, or None: no state file).
     # On the lab keepalived writes the file; the tests never fake it there.
     set_balancer_state: Callable[[str | None], None] | None = None
+    # The lab only: (instance, "stop" | "start") its systemd unit on its node.
+    unit: Callable[[str, str], subprocess.CompletedProcess[str]] | None = None
 
 
 def _lab_target() -> Target:
@@ -63,10 +65,14 @@ def _lab_target() -> Target:
     def apictl(instance: str, verb: str) -> subprocess.CompletedProcess[str]:
         return on_node(INSTANCE_NODE[instance], f"todo-apictl --instance {instance} {verb}", timeout=180)
 
+    def unit(instance: str, verb: str) -> subprocess.CompletedProcess[str]:
+        return on_node(INSTANCE_NODE[instance], f"systemctl {verb} todo-api@{instance}", timeout=180)
+
     return Target(
         url=url,
         node_of=dict(INSTANCE_NODE),
         apictl=apictl,
+        unit=unit,
         balancers=[n.name for n in TOPO.group(LOADBALANCER_GROUP)],
         public_address=TOPO.public_address,
     )

@@ -43,7 +43,8 @@ def card(driver: Any, instance: str) -> dict[str, str]:
       if (!el) return {};
       return {state: el.dataset.state || '', since: el.dataset.since || '', local: el.dataset.localCount || '0',
               mem: el.querySelector('.mem-text').textContent, repair: !el.querySelector('.repair').hidden,
-              repairText: el.querySelector('.repair').textContent};
+              repairText: el.querySelector('.repair').textContent, down: !el.querySelector('.repair-down').hidden,
+              downText: el.querySelector('.repair-down').textContent};
     """
     return dict(driver.execute_script(script, instance))
 
@@ -102,7 +103,7 @@ def test_page_live_failover(target: Target, browser: Any, artifacts: Path) -> No
     driver = browser
     run = uuid.uuid4().hex[:6]
     created: list[str] = []
-    stressed = False
+    stressed = unit_stopped = False
     driver.get(target.url)
     try:
         # -- the page loads, both instances OK ----------------------------------------------
@@ -202,6 +203,22 @@ def test_page_live_failover(target: Target, browser: Any, artifacts: Path) -> No
         assert not ok["repair"]
         screenshot(driver, artifacts / "03-recovered.png")
 
+        # -- instance 1's unit stopped (the lab only): DOWN, with the advice for no answer at all --
+        if target.unit is not None:
+            target.unit("1", "stop")
+            unit_stopped = True
+            wait_for("instance 1 DOWN on the page", lambda: card(driver, "1")["state"] == "DOWN", DETECT_LIMIT_S + 3)
+            gone = card(driver, "1")
+            assert gone["down"] and not gone["repair"], "a DOWN card gives the advice for no answer, not a stress's"
+            advice = ("status.yml -e instance=1", "journalctl -u todo-api@1", "systemctl restart todo-api@1", "lab/labctl status")
+            assert all(a in gone["downText"] for a in advice), (advice, gone["downText"])
+            screenshot(driver, artifacts / "03-instance1-down.png")
+            target.unit("1", "start")
+            unit_stopped = False
+            # a unit that starts from nothing: longer than a clear (the bound only stops a hung test)
+            wait_for("instance 1 OK after its unit started", lambda: card(driver, "1")["state"] == "OK", 3 * RECOVER_WAIT_S)
+            assert not card(driver, "1")["down"]
+
         # -- phone width: no horizontal scrolling, a screenshot ---------------------------------
         screenshot(driver, artifacts / "04-phone-390px.png", width=390, mobile=True)
         assert_fits_a_phone(driver)
@@ -212,6 +229,8 @@ def test_page_live_failover(target: Target, browser: Any, artifacts: Path) -> No
     finally:
         if stressed:
             target.apictl("1", "clear")
+        if unit_stopped and target.unit is not None:
+            target.unit("1", "start")
         try:
             for todo in api(target.url, "GET", "/api/todos"):
                 if todo["texto"] in created:

@@ -70,7 +70,8 @@ MATRIX = [
     (CONTROLLER, LOADBALANCER_GROUP, "nginx_exporter", False),
     (CONTROLLER, LOADBALANCER_GROUP, "http", True),
     (CONTROLLER, MONITORING_GROUP, "prometheus", True),
-    (CONTROLLER, MONITORING_GROUP, "alertmanager", False),
+    (CONTROLLER, MONITORING_GROUP, "alertmanager", True),
+    (LOADBALANCER_GROUP, MONITORING_GROUP, "alertmanager", False),
 ]
 BETWEEN_GROUPS = [row for row in MATRIX if row[0] != CONTROLLER]
 FROM_THE_LAB_HOST = [row[1:] for row in MATRIX if row[0] == CONTROLLER]

@@ -115,9 +115,10 @@ def test_nginx(host: Host) -> None:
 def test_monitoring(host: Host) -> None:
     if MONITORING_GROUP not in groups_of(host):
         pytest.skip("not a monitoring node")
-    for unit in ("prometheus", "prometheus-alertmanager"):
+    for unit in ("prometheus", "prometheus-alertmanager", "halab-alert-log"):
         assert host.service(unit).is_running and host.service(unit).is_enabled
     assert listeners(host, service_port("prometheus")) == {private(host)}
-    assert listeners(host, service_port("alertmanager")) == {LOOPBACK}
+    assert listeners(host, service_port("alertmanager")) == {private(host)}
+    assert listeners(host, service_port("alert_log")) == {LOOPBACK}
     assert listeners(host, ALERTMANAGER_CLUSTER_PORT) == set()
     host.run_expect([0], "promtool check config /etc/prometheus/prometheus.yml")

@@ -52,6 +52,10 @@ class HealthChecker:
             return bool(self._mem_over), r
         self._last_reading = r
         over = self.monitor.over_threshold(r)
+        # healthy = ready for traffic = what the load balancer sees (a DEGRADED instance is not
+        # sick: its peers share its storage): set on every reading, so a scrape of /metrics
+        # alone keeps it current, with no health check between two scrapes
+        self.metrics.healthy.set(0 if over else 1)
         self.metrics.memory_used.set(r.used_bytes)
         self.metrics.memory_limit.set(r.limit_bytes)
         self.metrics.memory_unhealthy_threshold.set(self.monitor.threshold_bytes(r))
@@ -122,9 +126,6 @@ class HealthChecker:
             self.metrics.redis_replicas.set(replicas)
         if reasons:
             body["reasons"] = reasons
-        # healthy = ready for traffic = what the load balancer sees: a DEGRADED instance is not
-        # sick (its peers are in the same state), so 1
-        self.metrics.healthy.set(0 if over else 1)
         if status != self._status:
             fields = {k: v for k, v in body.items() if k != "instance"}
             if status != "OK":

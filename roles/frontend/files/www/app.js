@@ -308,17 +308,24 @@
     for (const inst of cfg.instances) {
       const li = newCard("#instance-template", `instance-${inst.id}`, `Instance ${inst.id}`, inst.node && `on ${inst.node}`);
       li.dataset.instance = inst.id;
-      const steps = li.querySelector(".repair-steps");
-      const step = (lead, cmd, tail) => {
+      const stepIn = (list) => (lead, cmd, tail) => {
         const s = document.createElement("li");
         const code = document.createElement("code");
         code.textContent = cmd;
         s.append(lead, code, tail);
-        steps.append(s);
+        list.append(s);
       };
+      // UNHEALTHY: it answers, but sheds load (memory over its threshold).
+      const step = stepIn(li.querySelector(".repair-steps"));
       step("From the controller: ", fill(cfg.recover, inst), " (frees a stress's memory; add -e recover_method=restart to restart the unit);");
       step(`or on the node (${fill(cfg.shell, inst)}): `, `systemctl restart todo-api@${inst.id}`, ";");
       step("or, if a stress holds its memory, on the node: ", `todo-apictl --instance ${inst.id} clear`, ".");
+      // DOWN: no answer at all; the node tells whether its unit or the node itself is gone.
+      const down = stepIn(li.querySelector(".down-steps"));
+      down("From the controller: ", fill(cfg.status, inst), " (the unit's state; UNREACHABLE when the node itself does not answer);");
+      down(`if the node answers (${fill(cfg.shell, inst)}), it says why the unit stopped: `, `journalctl -u todo-api@${inst.id} -n 50`, ";");
+      down("and starts it again: ", `systemctl restart todo-api@${inst.id}`, ";");
+      down("if the node does not answer: ", fill(cfg.nodeDown, inst), ` (${fill(cfg.nodeDownHint, inst)}).`);
       ul.append(li);
       cards.set(inst.id, { el: li, state: null, data: null });
     }
@@ -363,7 +370,8 @@
       $(".mem-fill", el).style.width = "0";
       $(".mem-mark", el).hidden = true;
     }
-    $(".repair", el).hidden = !(state === "UNHEALTHY" || state === "DOWN");
+    $(".repair", el).hidden = state !== "UNHEALTHY";
+    $(".repair-down", el).hidden = state !== "DOWN";
     if (prev !== state) {
       el.dataset.since = String(Date.now()); // when this page first saw the state (tests read it)
       if (prev === null) {
