@@ -99,10 +99,11 @@ def test_the_sections_start_by_activating_the_venv() -> None:
     assert BLOCKS and BLOCKS[0].strip() == ACTIVATE, BLOCKS[:1]
 
 
-def test_ansible_playbook_is_not_found_without_it() -> None:
-    """What the first block is for: a reader's shell does not find the tools otherwise."""
-    result = run_as_typed("command -v ansible-playbook")
-    assert result.returncode != 0, result.stdout
+def test_the_activation_gives_the_projects_pinned_tools() -> None:
+    """What the first block is for: after it, the shell runs the venv's Ansible (pinned in
+    requirements/), not whatever the machine may have on its PATH."""
+    result = run_as_typed(f"{ACTIVATE}\ncommand -v ansible-playbook")
+    assert result.stdout.strip() == str(VENV_BIN / "ansible-playbook"), (result.stdout, result.stderr)
 
 
 def block_id(index: int) -> str:
