@@ -124,8 +124,13 @@ def figure_row(scenario: str, tries: int, note: str) -> dict[str, Any]:
     }
 
 
-def assert_clean(row: dict[str, Any], run: LoadRun) -> None:
+def assert_full_length(row: dict[str, Any]) -> None:
+    """The row holds (nearly) the load's whole count: the fault did not cut the load short."""
     assert row["requests"] >= LOAD["total"] * 0.95, f"the load stopped early: {row['requests']} requests"
+
+
+def assert_clean(row: dict[str, Any], run: LoadRun) -> None:
+    assert_full_length(row)
     try:
         assert_unharmed(row, run)
     except AssertionError as exc:
@@ -135,7 +140,7 @@ def assert_clean(row: dict[str, Any], run: LoadRun) -> None:
 def evidence(failures: Sequence[Outcome], limit: int = 3) -> str:
     """What the first failed requests met on their way (Probes.trace): for the failure message."""
     ids = [o.refusals[-1].request_id for o in failures if o.refusals and o.refusals[-1].request_id]
-    return PROBES.trace([i for i in ids[:limit] if i])
+    return PROBES.trace([i for i in ids if i][:limit])
 
 
 def assert_kept(row: dict[str, Any]) -> None:

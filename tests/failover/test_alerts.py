@@ -75,7 +75,8 @@ class Watch:
 def test_alerts_fire_and_clear_and_reach_the_journal() -> None:
     since = PROBES.on_node(MON.name, "date '+%Y-%m-%d %H:%M:%S'").stdout.strip()
     watch = Watch()
-    assert not (UNHEALTHY(firing()) or MEMORY_HIGH(firing()) or TARGET_DOWN(firing())), firing()
+    before = firing()
+    assert not (UNHEALTHY(before) or MEMORY_HIGH(before) or TARGET_DOWN(before)), before
 
     # -- memory over the threshold: unhealthy and memory high ------------------------------
     PROBES.on_instance(SICK, f"todo-apictl --instance {SICK} stress")

@@ -28,7 +28,7 @@ from tests.support.model import PUBLIC_URL, REDIS_GROUP, SENTINEL_GROUP, TOPO
 from tests.support.wait import wait_until
 
 from .loadgen import LoadRun
-from .scenario import LOAD, PROBES, assert_clean, assert_kept, evidence, figure_row, finish, keep, load, unclear
+from .scenario import PROBES, assert_clean, assert_full_length, assert_kept, evidence, figure_row, finish, keep, load, unclear
 
 pytestmark = [
     pytest.mark.usefixtures("healthy"),
@@ -70,16 +70,11 @@ def sentinel_timings() -> str:
     return ", ".join(f"{k} {settings.get(k)}" for k in ("down-after-milliseconds", "failover-timeout", "quorum"))
 
 
-def replica_linked(node: str) -> bool:
-    info = PROBES.on_node(node, PROBES.redis_cli_command("INFO replication"), check=False).stdout
-    return "role:slave" in info and "master_link_status:up" in info
-
-
 def whole(primary_node: str, timeout: float = 120) -> None:
     """The data tier is whole again: `primary_node` is the primary, the other one its linked
     replica, and every Sentinel agrees."""
     wait_until(f"{primary_node} the primary", lambda: PROBES.redis_role(primary_node) == "master", timeout=timeout)
-    wait_until(f"{other(primary_node)} its replica, linked", lambda: replica_linked(other(primary_node)), timeout=timeout)
+    wait_until(f"{other(primary_node)} its replica, linked", lambda: PROBES.replica_linked(other(primary_node)), timeout=timeout)
     wait_until(f"every Sentinel to name {primary_node}", lambda: sentinels_name(primary_node), timeout=timeout)
 
 
@@ -132,7 +127,7 @@ def assert_refused_clearly(row: dict[str, Any], run: LoadRun) -> None:
     fails; that may only be the API's JSON 503 with Retry-After, counted in the row (issue 15:
     the careful client sees no failure, the naive one is reported). Nothing acknowledged is
     lost or stored twice."""
-    assert row["requests"] >= LOAD["total"] * 0.95, f"the load stopped early: {row['requests']} requests"
+    assert_full_length(row)
     vague = [o for o in run.failures() if unclear([o], api_only=True)]
     assert not vague, f"naive: {unclear(vague)[:10]}\n{evidence(vague)}"
     assert_kept(row)

@@ -155,6 +155,11 @@ class Probes:
         lines = result.stdout.split()
         return lines[0] if result.returncode == 0 and lines else ""
 
+    def replica_linked(self, node: str) -> bool:
+        """The Redis on `node` is a replica and its link to the primary is up."""
+        info = self.on_node(node, self.redis_cli_command("INFO replication"), check=False).stdout
+        return "role:slave" in info and "master_link_status:up" in info
+
     def redis_primary(self) -> str:
         """The node whose Redis is the primary now (a failover moves it; with one Redis
         node, that one)."""
