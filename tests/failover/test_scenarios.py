@@ -150,7 +150,15 @@ def test_node_faults(name: str, fault: tuple[str, ...], recover: tuple[str, ...]
         run.mark("recover")
         labctl(*recover)
     wait_until(f"instance {SICK} healthy", lambda: instance_healthy(SICK), timeout=120)
+    rejoined = redis_errors(SICK)
     careful, naive = finish(run, name, sick=SICK)
+    # Back on the network, the instance's Redis connections are good again: no late
+    # "redis unreachable" episode while the load goes on (issue 18 saw one 16 s after heal).
+    late = redis_errors(SICK) - rejoined
+    assert late == 0, (
+        f"{late:g} Redis errors on instance {SICK} after it was healthy again:\n"
+        + on_instance(SICK, f"journalctl -u {UNIT} -n 30 --no-pager -o cat", check=False).stdout
+    )
     assert_clean(careful, run.careful)
     # The naive client: nothing lost or doubled, and every failure a clear one.
     # Not 0 failures: a request already on the node when it vanishes waits for
@@ -206,6 +214,12 @@ def test_redis_down_refuses_clearly_ejects_no_instance_and_resumes() -> None:
     assert_kept(naive)
     assert naive["failures"], "the naive client met no outage"
     assert not unclear(run.naive.failures(), api_only=True), unclear(run.naive.failures(), api_only=True)[:10]
+
+
+def redis_errors(instance: str) -> float:
+    """The instance's todo_api_redis_errors_total, from its own /metrics, read on its node."""
+    metrics = on_instance(instance, f"curl -sf {TOPO.instance(instance).url}/metrics").stdout
+    return sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("todo_api_redis_errors_total"))
 
 
 def failover_wait_s() -> float:
