@@ -7,6 +7,7 @@ within 15 s (roles/monitoring/files/halab.rules.yml, whose promtool tests pin th
 scrape by scrape); here each one must fire and clear at all, and the note of its row says
 how long it took. While an instance is stressed its own /api/health answers 503: the 5xx
 alert must stay silent through the whole stress (the health signal is not a client error).
+Client-visible 5xx, the API's 503s while every Redis node is stopped under load, must fire it.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from tests.support.model import MONITORING_GROUP, TOPO, first
+from tests.support.model import MONITORING_GROUP, REDIS_GROUP, TOPO, first
+from tests.support.wait import wait_until
 
-from .scenario import PROBES, figure_row, keep
+from .scenario import PROBES, figure_row, keep, load
 
 pytestmark = pytest.mark.usefixtures("healthy")
 
@@ -50,6 +52,8 @@ UNHEALTHY = about("TodoApiInstanceUnhealthy", todo_api_instance=SICK)
 MEMORY_HIGH = about("TodoApiMemoryHigh", todo_api_instance=SICK)
 TARGET_DOWN = about("TargetDown", job="todo_api", todo_api_instance=SICK)
 ANY_5XX = about("TodoApi5xxRatioHigh")
+REDIS_DOWN = about("RedisDown")
+REDIS_NODES = [n.name for n in TOPO.group(REDIS_GROUP)]
 
 
 class Watch:
@@ -113,3 +117,41 @@ def test_alerts_fire_and_clear_and_reach_the_journal() -> None:
         f"{up_again} (from ready); TodoApi5xxRatioHigh silent through 20 s of health 503s"
     )
     keep(figure_row("alerts: fire and clear", 3, note))
+
+
+def test_client_5xx_and_redis_down_fire_and_clear() -> None:
+    """Every Redis node stopped under load: clients get the API's 503 on /api/todos (a client
+    route), so TodoApi5xxRatioHigh fires, with RedisDown; Redis started again, both clear."""
+    before = firing()
+    assert not (ANY_5XX(before) or REDIS_DOWN(before)), before
+    watch = Watch()
+    loads = load(total=6000, rate=20.0, max_seconds=2 * FIRE_WITHIN + 30)
+    try:
+        time.sleep(3)
+        for node in REDIS_NODES:
+            PROBES.on_node(node, "systemctl stop redis-server")
+        t_cause = time.monotonic()
+        loads.mark("fault")
+        try:
+            redis_down = watch.seconds_until("redis down fires", REDIS_DOWN, t_cause)
+            client_5xx = watch.seconds_until("5xx ratio fires", ANY_5XX, t_cause)
+        finally:
+            for node in REDIS_NODES:
+                PROBES.on_node(node, "systemctl start redis-server")
+        t_back = time.monotonic()  # started (Type=notify: ready); the load goes on
+        redis_gone = watch.seconds_until("redis down clears", lambda f: not REDIS_DOWN(f), t_back)
+        client_5xx_gone = watch.seconds_until("5xx ratio clears", lambda f: not ANY_5XX(f), t_back)
+    finally:
+        loads.stop()
+    wait_until("a Redis replica linked again", lambda: any(PROBES.replica_linked(n) for n in REDIS_NODES), timeout=60)
+    PROBES.all_healthy(timeout=60)
+    # The 5xx alert's cause is the first 5xx a client got: a request meeting the outage keeps
+    # looking for the primary for the API's failover wait before it is refused.
+    naive = loads.naive
+    first_5xx = min(o.answered for o in naive.outcomes if o.status >= 500) - naive.marks["fault"]
+    note = (
+        f"fired after (s): RedisDown {redis_down} (from stopping every Redis node under load), "
+        f"TodoApi5xxRatioHigh {round(client_5xx - first_5xx, 2)} (from the first client 5xx, "
+        f"{first_5xx:.2f} s after the stop); cleared after (s): {redis_gone}, {client_5xx_gone} (from Redis started)"
+    )
+    keep(figure_row("alerts: client 5xx, Redis down", 2, note))
