@@ -71,7 +71,11 @@ MATRIX = [
     (CONTROLLER, LOADBALANCER_GROUP, "http", True),
     (CONTROLLER, MONITORING_GROUP, "prometheus", True),
     (CONTROLLER, MONITORING_GROUP, "alertmanager", True),
-    (LOADBALANCER_GROUP, MONITORING_GROUP, "alertmanager", False),
+    (LOADBALANCER_GROUP, MONITORING_GROUP, "alertmanager", True),  # the page's active alerts
+    (REDIS_GROUP, MONITORING_GROUP, "alertmanager", False),
+    (MONITORING_GROUP, LOADBALANCER_GROUP, "mtail", True),  # the access logs as metrics
+    (REDIS_GROUP, LOADBALANCER_GROUP, "mtail", False),
+    (CONTROLLER, LOADBALANCER_GROUP, "mtail", False),
 ]
 BETWEEN_GROUPS = [row for row in MATRIX if row[0] != CONTROLLER]
 FROM_THE_LAB_HOST = [row[1:] for row in MATRIX if row[0] == CONTROLLER]

@@ -104,10 +104,11 @@ def test_todo_api(host: Host) -> None:
 def test_nginx(host: Host) -> None:
     if LOADBALANCER_GROUP not in groups_of(host):
         pytest.skip("not a load balancer")
-    for unit in ("nginx", "prometheus-nginx-exporter"):
+    for unit in ("nginx", "prometheus-nginx-exporter", "mtail"):
         assert host.service(unit).is_running and host.service(unit).is_enabled
     assert listeners(host, service_port("nginx_stub_status")) == {LOOPBACK}
     assert listeners(host, service_port("nginx_exporter")) == {private(host)}
+    assert listeners(host, service_port("mtail")) == {private(host)}
     assert not host.file("/etc/nginx/sites-enabled/default").exists
     host.run_expect([0], "nginx -t")
 
