@@ -9,6 +9,7 @@ LABCTL      := lab/labctl
 LOCK        := requirements/controller.lock
 APP_LOCK    := app/requirements-dev.lock
 INVENTORY   := inventory/lab/hosts.yml
+PAGE_VENDOR := roles/frontend/vendor
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 # Host packages the lab driver and the tests need (Debian names).
@@ -16,7 +17,7 @@ HOST_PACKAGES := systemd-container mmdebstrap nftables iproute2 openssh-client \
                  python3-venv redis-server jq curl vagrant vagrant-libvirt prometheus \
                  chromium chromium-driver shellcheck
 
-.PHONY: help deps venv lab provision test lint unit lab-test molecule failover infra browser down status lock
+.PHONY: help deps venv page-deps lab provision test lint unit lab-test molecule failover infra browser down status lock
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -33,7 +34,17 @@ deps: venv ## host packages (apt) and the pinned Python tools (.venv)
 	  rm -f /usr/sbin/policy-rc.d; exit $$rc; \
 	fi
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed page-deps
+
+# The page's chart library (uPlot) from npm, exactly as package-lock.json pins it (integrity
+# hash); the frontend role copies its dist files. npm ci again only when the lock changes.
+page-deps: $(PAGE_VENDOR)/node_modules/.package-lock.json ## the page's chart library (npm ci, pinned by its lock)
+
+$(PAGE_VENDOR)/node_modules/.package-lock.json: $(PAGE_VENDOR)/package-lock.json
+	@# npm only where there is none: Debian's would replace a newer Node.js that brings its own
+	@command -v npm >/dev/null || { echo "installing npm (apt)"; apt-get update -q && apt-get install -y -q --no-install-recommends npm; }
+	cd $(PAGE_VENDOR) && npm ci --ignore-scripts --no-audit --no-fund
+	touch $@
 
 $(VENV)/.installed: $(LOCK) $(wildcard $(APP_LOCK)) $(wildcard app/requirements.lock)
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -64,8 +75,8 @@ lint: venv ## yamllint, ansible-lint, ruff, mypy, vagrant validate
 	shellcheck vagrant/vlab lab/labctl
 	cd app && ../$(BIN)/ruff check . && ../$(BIN)/mypy
 	cd app && ../$(BIN)/lint-imports
-	promtool check rules roles/monitoring/files/halab.rules.yml
-	promtool test rules roles/monitoring/files/tests/halab.rules.test.yml
+	promtool check rules roles/monitoring/files/halab.rules.yml roles/monitoring/files/dashboard.rules.yml
+	promtool test rules roles/monitoring/files/tests/halab.rules.test.yml roles/monitoring/files/tests/dashboard.rules.test.yml
 	vagrant validate --ignore-provider
 
 unit: venv ## tests that need no lab (labctl's pure parts; the API against a real redis-server)

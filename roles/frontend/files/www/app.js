@@ -5,7 +5,8 @@
 //                       directly (no retry on the other instance), the share of recent
 //                       requests from Prometheus (a fixed query, so no PromQL comes from browsers),
 //                       each load balancer's VRRP state (keepalived's, asked of that node), and
-//                       the Redis nodes' roles and the Sentinels (another fixed query).
+//                       the Redis nodes' roles and the Sentinels (another fixed query), and the
+//                       charts' series of the last minutes and the active alerts (fixed queries too).
 // Every answer names the load balancer that sent it (X-Balancer): the one this page talks to.
 // It never offers to repair a node: a request through the load balancer cannot reach a node the
 // load balancer has isolated. It shows how an operator does it instead.
@@ -683,6 +684,583 @@
     sentinels.dataset.kind = result !== null && sentinelsUp >= cfg.storage.quorum ? "ok" : "error";
   }
 
+  // ---------- charts: the last minutes from Prometheus, drawn by uPlot ----------
+  // nginx_lb answers {charts.path}/{name} with one fixed range subquery each (no PromQL comes from
+  // browsers, as for the shares): a Prometheus matrix, one series per label set, sampled every 3 s.
+  // Series may have gaps or start late, so each chart's series are aligned here onto one time axis,
+  // null where a series has no sample: uPlot draws a gap there, never a line Prometheus did not see.
+  // The "states" answer is no chart of its own: its changes (an instance's state, an alert firing)
+  // are marked on the time axis of every chart and listed in text under them.
+  const MB = 1024 * 1024;
+  const charts = new Map(); // chart name -> {spec, fig, plot, note, readout, legend, summary, u, lines, labels, data, hidden}
+  let marks = []; // [{t, text, detail, kind}], oldest first: drawn on every chart
+  // What the browser test reads: exactly what each chart plots (uPlot's aligned data) and the marks.
+  window.halabCharts = {};
+  window.halabMarks = [];
+
+  const fmtNum = (v) => {
+    const a = Math.abs(v);
+    if (a >= 1e6) return `${+(v / 1e6).toFixed(1)}M`;
+    if (a >= 1e4) return `${Math.round(v / 1e3)}k`;
+    if (a >= 1e3) return `${+(v / 1e3).toFixed(1)}k`;
+    return String(+v.toFixed(a >= 10 ? 0 : 2));
+  };
+  const fmtBytes = (v) => (Math.abs(v) >= MB ? `${+(v / MB).toFixed(1)} MB` : Math.abs(v) >= 1024 ? `${+(v / 1024).toFixed(1)} kB` : `${fmtNum(v)} B`);
+  const fmtClock = (sec, seconds = true) =>
+    new Date(sec * 1000).toLocaleTimeString([], { hour12: false, hour: "2-digit", minute: "2-digit", ...(seconds ? { second: "2-digit" } : {}) });
+  const stateName = (v) => STATES[v] || `state ${v}`;
+
+  // Colours come from style.css (--chart-N, --ok...), one set per colour scheme: read them when a
+  // plot is made, and make the plots again when the scheme changes (canvas colours do not follow CSS).
+  function palette() {
+    const css = getComputedStyle(document.documentElement);
+    const v = (name) => css.getPropertyValue(name).trim();
+    return {
+      series: [1, 2, 3, 4, 5, 6].map((i) => v(`--chart-${i}`)),
+      fg: v("--fg"), muted: v("--muted"), line: v("--line"), card: v("--card"), ok: v("--ok"), bad: v("--bad"), warn: v("--warn"),
+    };
+  }
+  const colour = (pal, key) => (typeof key === "number" ? pal.series[key % pal.series.length] : pal[key]);
+
+  // The ids or nodes a chart shows: the configured ones first (a stable legend, even without data),
+  // then any other the answer names (an instance added since config.json was written).
+  function members(result, label, known) {
+    const seen = new Set(known.map(String));
+    const extra = [];
+    for (const r of result) {
+      const v = r.metric && r.metric[label];
+      if (v !== undefined && !seen.has(String(v))) {
+        seen.add(String(v));
+        extra.push(String(v));
+      }
+    }
+    extra.sort((a, b) => a.localeCompare(b, undefined, { numeric: true }));
+    return [...known.map(String), ...extra];
+  }
+  const instanceIds = (result) => members(result, "todo_api_instance", cfg.instances.map((i) => i.id));
+  const redisNodes = (result) => members(result, "node", cfg.storage ? cfg.storage.nodes.map((n) => n.name) : []);
+  const balancerNodes = (result) => members(result, "node", (cfg.balancers || []).map((b) => b.name));
+  const is = (series, label, value) => (m) => m.series === series && (label === undefined || String(m[label]) === value);
+  const toMB = (v) => Math.round((v / MB) * 10) / 10;
+  const inMB = (v) => `${fmtNum(v)} MB`;
+  const perSecond = (v) => `${fmtNum(v)} req/s`;
+  const opsPerSecond = (v) => `${fmtNum(v)}/s`;
+  const role = (v) => (v === 1 ? "primary" : "replica");
+  const holds = (v) => (v === 1 ? "holds" : "standby");
+
+  // y scales: from 0 (rates, bytes), or a fixed 0..1 for the step series (primary, holder)
+  const fromZero = { range: (u, min, max) => [0, max > 0 ? max * 1.1 : 1] };
+  const zeroOne = { range: () => [-0.15, 1.15] };
+  const twoValues = (no, yes) => ({ splits: () => [0, 1], values: (u, splits) => splits.map((v) => (v === 1 ? yes : no)) });
+
+  // One spec per chart. lines(result) says what to plot: label (what the legend and the test read),
+  // which series of the answer (match), how to convert its values (conv) and write them (fmt),
+  // colour (an index into the palette, or ok/bad/warn), dash, step (a state: it holds until the next sample).
+  const CHART_SPECS = [
+    {
+      name: "memory",
+      source: "memory",
+      title: "Memory of each instance (as the kernel counts it)",
+      scales: { MB: fromZero },
+      axes: [{ scale: "MB", values: (u, splits) => splits.map((v) => `${fmtNum(v)} MB`) }],
+      lines: (result) =>
+        instanceIds(result).flatMap((id, i) => [
+          { label: `instance ${id} used`, who: id, kind: "used", match: is("used", "todo_api_instance", id), conv: toMB, fmt: inMB, colour: i, scale: "MB" },
+          { label: `instance ${id} threshold`, who: id, kind: "threshold", match: is("threshold", "todo_api_instance", id), conv: toMB, fmt: inMB, colour: i, scale: "MB", dash: [7, 4], width: 1.5 },
+          { label: `instance ${id} limit`, who: id, kind: "limit", match: is("limit", "todo_api_instance", id), conv: toMB, fmt: inMB, colour: i, scale: "MB", dash: [2, 3], width: 1.5 },
+        ]),
+      summary: (lines, last) =>
+        [...new Set(lines.map((l) => l.who))]
+          .map((id) => {
+            const used = last(`instance ${id} used`);
+            if (used === null) return `instance ${id}: no data`;
+            const limit = last(`instance ${id} limit`);
+            const threshold = last(`instance ${id} threshold`);
+            return `instance ${id}: ${fmtNum(used)} MB${limit !== null ? ` of ${fmtNum(limit)} MB` : ""}${threshold !== null ? `, threshold ${fmtNum(threshold)} MB` : ""}`;
+          })
+          .join("; "),
+    },
+    {
+      name: "traffic",
+      source: "traffic",
+      title: "Requests per second through the load balancers",
+      scales: { rps: fromZero },
+      axes: [{ scale: "rps", values: (u, splits) => splits.map((v) => `${fmtNum(v)}/s`) }],
+      lines: (result) => [
+        ...instanceIds(result).map((id, i) => ({ label: `instance ${id} served`, match: is("served", "todo_api_instance", id), fmt: perSecond, colour: i, scale: "rps" })),
+        { label: "retried", match: is("retried"), fmt: perSecond, colour: "warn", scale: "rps", dash: [7, 4] },
+        { label: "5xx", match: is("5xx"), fmt: perSecond, colour: "bad", scale: "rps", dash: [2, 3] },
+      ],
+      summary: (lines, last) =>
+        lines.map((l) => `${l.label} ${last(l.label) === null ? "no data" : `${fmtNum(last(l.label))} req/s`}`).join(", "),
+    },
+    {
+      name: "redis",
+      source: "redis",
+      title: "Redis: commands per second, and which node is the primary",
+      scales: { ops: fromZero, role: zeroOne },
+      axes: [
+        { scale: "ops", values: (u, splits) => splits.map((v) => `${fmtNum(v)}/s`) },
+        { scale: "role", side: 1, grid: { show: false }, ...twoValues("replica", "primary") },
+      ],
+      lines: (result) =>
+        redisNodes(result).flatMap((node, i) => [
+          { label: `${node} ops`, who: node, match: is("ops", "node", node), fmt: opsPerSecond, colour: i, scale: "ops" },
+          { label: `${node} primary`, who: node, match: is("primary", "node", node), fmt: role, colour: i, scale: "role", step: true, dash: [7, 3], width: 2.5 },
+        ]),
+      summary: (lines, last) =>
+        [...new Set(lines.map((l) => l.who))]
+          .map((node) => {
+            const ops = last(`${node} ops`);
+            const primary = last(`${node} primary`);
+            return `${node}: ${ops === null ? "no data" : `${fmtNum(ops)} commands/s`}, ${primary === null ? "role unknown" : role(primary)}`;
+          })
+          .join("; "),
+    },
+    {
+      name: "redis-lag",
+      source: "redis",
+      title: "Redis: how far each replica is behind its primary",
+      scales: { bytes: fromZero },
+      axes: [{ scale: "bytes", values: (u, splits) => splits.map(fmtBytes) }],
+      lines: (result) => redisNodes(result).map((node, i) => ({ label: `${node} lag`, who: node, match: is("lag_bytes", "node", node), fmt: fmtBytes, colour: i, scale: "bytes" })),
+      summary: (lines, last) => {
+        const behind = lines.filter((l) => last(l.label) !== null).map((l) => `${l.who} ${fmtBytes(last(l.label))} behind`);
+        return behind.length ? behind.join("; ") : "no replica's lag reported";
+      },
+    },
+    {
+      name: "balancers",
+      source: "balancers",
+      title: "Which load balancer holds the public address",
+      scales: { holder: zeroOne },
+      axes: [{ scale: "holder", ...twoValues("standby", "holds") }],
+      lines: (result) => balancerNodes(result).map((node, i) => ({ label: `${node} holder`, who: node, match: is("holder", "node", node), fmt: holds, colour: i, scale: "holder", step: true })),
+      summary: (lines, last) =>
+        lines.map((l) => `${l.who} ${last(l.label) === null ? "no data" : last(l.label) === 1 ? `holds ${cfg.publicAddress}` : "standby"}`).join("; "),
+    },
+  ];
+
+  // Timestamps of the answer (ms, so float seconds compare exactly) on one axis; where every series
+  // skips a sample the regular step is filled in, so a gap shows as a gap and not as a straight line.
+  function timeAxis(keys) {
+    keys.sort((a, b) => a - b);
+    if (keys.length < 2) return keys;
+    let step = Infinity;
+    for (let i = 1; i < keys.length; i++) step = Math.min(step, keys[i] - keys[i - 1]);
+    const first = keys[0];
+    const last = keys[keys.length - 1];
+    if (!(step > 0) || (last - first) / step > 2000) return keys;
+    const all = new Set(keys);
+    for (let k = first + step; k < last; k += step) all.add(k);
+    return [...all].sort((a, b) => a - b);
+  }
+
+  function align(result, lines) {
+    const keys = new Set();
+    const values = lines.map(() => new Map());
+    for (const r of result) {
+      const m = r.metric || {};
+      lines.forEach((line, i) => {
+        if (!line.match(m)) return;
+        for (const [t, v] of r.values || []) {
+          const k = Math.round(Number(t) * 1000);
+          if (!Number.isFinite(k)) continue;
+          const y = line.conv ? line.conv(Number(v)) : Number(v);
+          keys.add(k);
+          values[i].set(k, Number.isFinite(y) ? y : null); // NaN, +Inf: no value
+        }
+      });
+    }
+    const xs = timeAxis([...keys]);
+    return [xs.map((k) => k / 1000), ...values.map((map) => xs.map((k) => (map.has(k) ? map.get(k) : null)))];
+  }
+
+  // The marks: each change of an instance's state, each alert starting and ending, within the answer.
+  function computeMarks(result) {
+    const out = [];
+    let t0 = Infinity;
+    let t1 = -Infinity;
+    let step = Infinity;
+    const runs = [];
+    for (const r of result) {
+      const m = r.metric || {};
+      const pts = (r.values || []).map(([t, v]) => [Number(t), Number(v)]).filter(([t, v]) => Number.isFinite(t) && Number.isFinite(v));
+      pts.sort((a, b) => a[0] - b[0]);
+      for (let i = 0; i < pts.length; i++) {
+        t0 = Math.min(t0, pts[i][0]);
+        t1 = Math.max(t1, pts[i][0]);
+        if (i) step = Math.min(step, pts[i][0] - pts[i - 1][0]);
+      }
+      if (m.series === "state") {
+        const id = String(m.todo_api_instance);
+        for (let i = 1; i < pts.length; i++) {
+          const [t, v] = pts[i];
+          const was = pts[i - 1][1];
+          if (v === was) continue;
+          out.push({ t, text: `${id} ${stateName(v)}`, detail: `Instance ${id}: ${stateName(was)} → ${stateName(v)}`, kind: v === 0 ? "ok" : v === 1 ? "warn" : "bad" });
+        }
+      } else if (m.series === "alert") {
+        runs.push({ m, pts: pts.filter(([, v]) => v > 0) });
+      }
+    }
+    if (!(step > 0 && step < Infinity)) step = 3;
+    // An alert's series exists only while it fires: a run of samples is one firing. A run that starts
+    // with the window (or ends with it) started before it (or still fires): no mark at that edge.
+    const gap = step * 1.5;
+    for (const { m, pts } of runs) {
+      const name = m.alertname || "alert";
+      const where = m.todo_api_instance !== undefined ? ` (instance ${m.todo_api_instance})` : m.node ? ` (${m.node})` : "";
+      for (let i = 0; i < pts.length; i++) {
+        const t = pts[i][0];
+        const starts = i === 0 ? t - t0 > gap : t - pts[i - 1][0] > gap;
+        const ends = i === pts.length - 1 ? t1 - t > gap : pts[i + 1][0] - t > gap;
+        if (starts) out.push({ t, text: `alert ${name}`, detail: `Alert ${name}${where} firing`, kind: "bad" });
+        if (ends) out.push({ t: t + step, text: `alert ${name} resolved`, detail: `Alert ${name}${where} resolved`, kind: "ok" });
+      }
+    }
+    const seen = new Set();
+    return out
+      .sort((a, b) => a.t - b.t)
+      .filter((k) => {
+        const key = `${k.t} ${k.text}`;
+        if (seen.has(key)) return false;
+        seen.add(key);
+        return true;
+      });
+  }
+
+  function renderMarks(result) {
+    marks = result ? computeMarks(result) : [];
+    window.halabMarks = marks.map(({ t, text, detail }) => ({ t, text, detail }));
+    const ol = $("#marks");
+    ol.textContent = "";
+    for (const k of marks.slice(-20).reverse()) {
+      const li = document.createElement("li");
+      li.dataset.t = String(k.t);
+      li.dataset.text = k.text;
+      li.dataset.kind = k.kind;
+      const time = document.createElement("time");
+      time.dateTime = new Date(k.t * 1000).toISOString();
+      time.textContent = fmtClock(k.t);
+      li.append(time, ` ${k.detail}`);
+      ol.append(li);
+    }
+    const note = $("#marks-note");
+    note.dataset.kind = result ? "" : "error";
+    note.hidden = Boolean(result) && marks.length > 0 && marks.length <= 20;
+    note.textContent = !result
+      ? "No data from Prometheus: the state changes and alerts are unknown."
+      : marks.length
+        ? `${marks.length} in the window; the newest 20 are listed.`
+        : `None in the last ${cfg.charts.windowMinutes} minutes.`;
+  }
+
+  // uPlot's draw hook: a thin vertical line at each mark, on every chart, and its short label in the
+  // band kept free above the plot (MARK_ROWS rows), so labels never hide the data. Labels are placed
+  // left to right on the first row with room; one that fits no row is left out (its line stays, and
+  // the list under the charts has it).
+  const MARK_ROWS = 2;
+  const MARK_ROW_H = 12; // CSS px
+  function drawMarks(u) {
+    const { min, max } = u.scales.x;
+    const shown = marks.filter((k) => k.t >= min && k.t <= max);
+    if (!shown.length) return;
+    const pal = palette();
+    const { ctx, bbox } = u;
+    const px = uPlot.pxRatio || 1;
+    const rowH = MARK_ROW_H * px;
+    const band = bbox.top - MARK_ROWS * rowH - 2 * px;
+    const ends = new Array(MARK_ROWS).fill(-Infinity); // where the last label of each row ends
+    ctx.save();
+    ctx.font = `${Math.round(10 * px)}px system-ui, sans-serif`;
+    ctx.textBaseline = "top";
+    ctx.textAlign = "left"; // uPlot leaves the context as its last axis set it
+    ctx.lineWidth = px;
+    ctx.setLineDash([]);
+    for (const k of shown) {
+      const x = Math.round(u.valToPos(k.t, "x", true)) + 0.5;
+      const c = colour(pal, k.kind);
+      const w = ctx.measureText(k.text).width;
+      const tx = Math.max(bbox.left, Math.min(x + 2 * px, bbox.left + bbox.width - w));
+      const row = ends.findIndex((end) => tx > end + 6 * px);
+      ctx.strokeStyle = c;
+      ctx.beginPath();
+      ctx.moveTo(x, row >= 0 ? band + row * rowH : bbox.top);
+      ctx.lineTo(x, bbox.top + bbox.height);
+      ctx.stroke();
+      if (row < 0) continue;
+      ends[row] = tx + w;
+      ctx.fillStyle = c;
+      ctx.fillText(k.text, tx, band + row * rowH + px);
+    }
+    ctx.restore();
+  }
+
+  function plotSize(chart) {
+    const width = Math.max(120, Math.floor(chart.plot.clientWidth || 300));
+    return { width, height: width < 480 ? 180 : 220 };
+  }
+
+  // y axes as wide as their longest value (uPlot's own fixed 50 px wastes a phone's width or clips "1.2k MB")
+  function axisSize(u, values, axisIdx, cycleNum) {
+    const axis = u.axes[axisIdx];
+    if (cycleNum > 1) return axis._size;
+    const longest = (values || []).reduce((a, v) => (String(v).length > a.length ? String(v) : a), "");
+    u.ctx.font = axis.font[0];
+    return Math.ceil(axis.ticks.size + axis.gap + u.ctx.measureText(longest).width / (uPlot.pxRatio || 1)) + 6;
+  }
+
+  function makePlot(chart) {
+    const pal = palette();
+    const focused = chart.legend.contains(document.activeElement) ? document.activeElement.dataset.series : null;
+    if (chart.u) chart.u.destroy();
+    chart.plot.textContent = "";
+    const axis = (o) => ({
+      stroke: pal.fg,
+      font: "11px system-ui, sans-serif",
+      grid: { stroke: pal.line, width: 1 },
+      ticks: { stroke: pal.line, width: 1 },
+      ...o,
+    });
+    const series = chart.lines.map((line) => {
+      const s = { label: line.label, scale: line.scale, stroke: colour(pal, line.colour), width: line.width || 2, points: { show: false }, show: !chart.hidden.has(line.label) };
+      if (line.dash) s.dash = line.dash;
+      if (line.step) s.paths = uPlot.paths.stepped({ align: 1 }); // a state holds until the next sample
+      return s;
+    });
+    const win = cfg.charts.windowMinutes * 60;
+    const opts = {
+      ...plotSize(chart),
+      legend: { show: false }, // replaced by buttons (keyboard) and the readout line
+      // no drag-to-zoom: every refresh would undo it
+      cursor: { drag: { x: false, y: false, setScale: false } },
+      padding: [MARK_ROWS * MARK_ROW_H + 6, null, null, null], // the marks' labels go there
+      scales: {
+        // the whole window, ending now (or at the newest sample, if the browser's clock is behind)
+        x: { time: true, range: (u, min, max) => { const end = Math.max(Date.now() / 1000, max || 0); return [end - win, end]; } },
+        ...chart.spec.scales,
+      },
+      axes: [
+        axis({ space: 55, values: (u, splits, ai, space, incr) => splits.map((v) => fmtClock(v, incr < 60)) }),
+        ...chart.spec.axes.map((a) => axis({ size: axisSize, ...a })),
+      ],
+      series: [{}, ...series],
+      hooks: { draw: [drawMarks], setCursor: [(u) => readout(chart, u)] },
+    };
+    chart.u = new uPlot(opts, chart.data, chart.plot);
+    buildLegend(chart, pal);
+    if (focused) {
+      const again = [...chart.legend.children].find((b) => b.dataset.series === focused);
+      if (again) again.focus();
+    }
+  }
+
+  // The legend: one toggle button per line (Tab reaches it, Enter and Space press it; uPlot's own
+  // legend rows take clicks only). aria-pressed = the line is shown.
+  function buildLegend(chart, pal) {
+    chart.legend.textContent = "";
+    chart.lines.forEach((line, i) => {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.dataset.series = line.label;
+      b.setAttribute("aria-pressed", String(!chart.hidden.has(line.label)));
+      const swatch = document.createElement("span");
+      swatch.className = "swatch";
+      swatch.setAttribute("aria-hidden", "true");
+      swatch.style.borderTopColor = colour(pal, line.colour);
+      swatch.style.borderTopStyle = !line.dash ? "solid" : line.dash[0] <= 2 ? "dotted" : "dashed";
+      b.append(swatch, line.label);
+      b.addEventListener("click", () => {
+        const show = chart.hidden.has(line.label);
+        if (show) chart.hidden.delete(line.label);
+        else chart.hidden.add(line.label);
+        b.setAttribute("aria-pressed", String(show));
+        chart.u.setSeries(i + 1, { show });
+      });
+      chart.legend.append(b);
+    });
+  }
+
+  // The values under the pointer, in text (uPlot's legend would do it, but it is replaced).
+  function readout(chart, u) {
+    const idx = u.cursor.idx;
+    if (idx === null || idx === undefined || !chart.data[0].length) {
+      chart.readout.textContent = "";
+      return;
+    }
+    const parts = chart.lines
+      .map((line, i) => [line, chart.data[i + 1][idx]])
+      .filter(([line, v]) => v !== null && v !== undefined && !chart.hidden.has(line.label))
+      .map(([line, v]) => `${line.label} ${line.fmt(v)}`);
+    chart.readout.textContent = `${fmtClock(chart.data[0][idx])}: ${parts.join(", ") || "no data"}`;
+  }
+
+  function buildChart(spec) {
+    const id = `chart-${spec.name}`;
+    const fig = document.createElement("figure");
+    fig.className = "chart";
+    fig.dataset.chart = spec.name;
+    fig.dataset.points = "0";
+    const cap = document.createElement("figcaption");
+    cap.id = `${id}-title`;
+    cap.textContent = spec.title;
+    const note = document.createElement("p");
+    note.className = "chart-note";
+    note.hidden = true;
+    const plot = document.createElement("div");
+    plot.className = "chart-plot";
+    // the canvas is a picture to assistive technology; the sentence below says what it shows
+    plot.setAttribute("role", "img");
+    plot.setAttribute("aria-labelledby", cap.id);
+    plot.setAttribute("aria-describedby", `${id}-summary`);
+    const readoutEl = document.createElement("p");
+    readoutEl.className = "chart-readout";
+    readoutEl.setAttribute("aria-hidden", "true");
+    const legend = document.createElement("div");
+    legend.className = "chart-legend";
+    legend.setAttribute("role", "group");
+    legend.setAttribute("aria-label", `Show or hide lines: ${spec.title}`);
+    const summary = document.createElement("p");
+    summary.className = "visually-hidden chart-summary";
+    summary.id = `${id}-summary`;
+    summary.textContent = "Waiting for the first answer.";
+    fig.append(cap, note, plot, readoutEl, legend, summary);
+    $("#charts-list").append(fig);
+    return { spec, fig, plot, note, readout: readoutEl, legend, summary, u: null, lines: [], labels: [], data: [[]], hidden: new Set() };
+  }
+
+  function renderChart(chart, result) {
+    const lines = chart.spec.lines(result || []);
+    const labels = lines.map((l) => l.label);
+    chart.data = result ? align(result, lines) : [[], ...lines.map(() => [])];
+    if (!chart.u || labels.join("\n") !== chart.labels.join("\n")) {
+      chart.lines = lines;
+      chart.labels = labels;
+      makePlot(chart);
+    } else {
+      chart.u.setData(chart.data);
+    }
+    window.halabCharts[chart.spec.name] = { labels, data: chart.data };
+    const fig = chart.fig;
+    fig.dataset.state = result ? "ok" : "nodata";
+    chart.note.hidden = Boolean(result);
+    chart.note.textContent = "No data from Prometheus (trying again).";
+    // a series' value at the newest samples (the last 3: one may lag behind the others); older is
+    // no "latest": a node whose series stopped has no value now
+    const last = (label) => {
+      const i = labels.indexOf(label);
+      const ys = i < 0 ? [] : chart.data[i + 1];
+      for (let k = ys.length - 1; k >= Math.max(0, ys.length - 3); k--) if (ys[k] !== null) return ys[k];
+      return null;
+    };
+    chart.summary.textContent = result
+      ? `The last ${cfg.charts.windowMinutes} minutes. Latest: ${chart.spec.summary(lines, last) || "nothing reported"}.`
+      : "No data from Prometheus.";
+    fig.dataset.points = String(chart.data[0].length);
+    fig.dataset.updated = String(Date.now());
+  }
+
+  // A fixed path of nginx_lb's: a Prometheus matrix, or null (503, network error, not JSON: no data).
+  async function readMatrix(name) {
+    const ctrl = new AbortController();
+    const timer = setTimeout(() => ctrl.abort(), Math.max(cfg.probeTimeoutMs, cfg.charts.refreshMs));
+    try {
+      const res = await fetch(`${cfg.charts.path}/${encodeURIComponent(name)}`, { cache: "no-store", signal: ctrl.signal, headers: { Accept: "application/json" } });
+      const body = await res.json();
+      if (res.ok && body && body.status === "success" && body.data && Array.isArray(body.data.result)) return body.data.result;
+    } catch (_) {
+      /* no data: shown on the chart */
+    } finally {
+      clearTimeout(timer);
+    }
+    return null;
+  }
+
+  // Alertmanager's /api/v2/alerts, through nginx_lb: every alert it holds, newest first.
+  async function loadAlerts() {
+    let alerts = null;
+    try {
+      const res = await fetch(cfg.charts.alertsPath, { cache: "no-store", headers: { Accept: "application/json" } });
+      const body = await res.json();
+      if (res.ok && Array.isArray(body)) alerts = body;
+    } catch (_) {
+      alerts = null;
+    }
+    const ul = $("#alerts-list");
+    const note = $("#alerts-note");
+    ul.textContent = "";
+    note.dataset.kind = alerts ? "" : "error";
+    note.hidden = Boolean(alerts && alerts.length);
+    note.textContent = alerts ? "None." : "Alertmanager does not answer: the active alerts are unknown.";
+    if (!alerts) return;
+    alerts.sort((a, b) => String(b.startsAt).localeCompare(String(a.startsAt)));
+    for (const a of alerts) {
+      const labels = a.labels || {};
+      const state = (a.status && a.status.state) || "active";
+      const li = document.createElement("li");
+      li.dataset.alertname = labels.alertname || "";
+      li.dataset.severity = labels.severity || "";
+      li.dataset.state = state;
+      const name = document.createElement("strong");
+      name.textContent = labels.alertname || "(no name)";
+      li.append(name);
+      if (labels.severity) li.append(` (${labels.severity})`);
+      const summary = a.annotations && a.annotations.summary;
+      if (summary) li.append(`: ${summary}`);
+      const since = Date.parse(a.startsAt);
+      if (Number.isFinite(since)) {
+        const t = document.createElement("time");
+        t.dateTime = new Date(since).toISOString();
+        t.textContent = fmtClock(since / 1000);
+        li.append(". Since ", t, ` (${ago((Date.now() - since) / 1000)})`);
+      }
+      if (state !== "active") li.append(` [${state}]`);
+      li.append(".");
+      ul.append(li);
+    }
+  }
+
+  async function refreshCharts() {
+    const answers = new Map(await Promise.all(cfg.charts.names.map(async (n) => [n, await readMatrix(n)])));
+    // the marks first: every chart draws them when its data is set
+    if (answers.has("states")) renderMarks(answers.get("states"));
+    for (const chart of charts.values()) {
+      try {
+        renderChart(chart, answers.get(chart.spec.source) || null);
+      } catch (err) {
+        console.error(`chart ${chart.spec.name}:`, err); // one bad answer must not stop the others
+      }
+    }
+  }
+
+  function startCharts() {
+    // No uPlot (the role did not copy it, or it failed to load) or no charts in config.json: the
+    // panel stays hidden and the rest of the page works as before.
+    if (!cfg.charts || !Array.isArray(cfg.charts.names) || typeof uPlot !== "function") return;
+    $("#charts").hidden = false;
+    $("#charts-ms").textContent = String(cfg.charts.refreshMs);
+    $("#charts-window").textContent = String(cfg.charts.windowMinutes);
+    for (const spec of CHART_SPECS) if (cfg.charts.names.includes(spec.source)) charts.set(spec.name, buildChart(spec));
+    const hasStates = cfg.charts.names.includes("states");
+    for (const sel of ["#marks-title", "#marks-note", "#marks"]) $(sel).hidden = !hasStates;
+    for (const sel of ["#alerts-title", "#alerts-note", "#alerts-list"]) $(sel).hidden = !cfg.charts.alertsPath;
+    let resizing = 0;
+    window.addEventListener("resize", () => {
+      clearTimeout(resizing);
+      resizing = setTimeout(() => {
+        for (const c of charts.values()) {
+          const size = plotSize(c);
+          if (c.u && (size.width !== c.u.width || size.height !== c.u.height)) c.u.setSize(size);
+        }
+      }, 150);
+    });
+    matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => {
+      for (const c of charts.values()) if (c.u) makePlot(c);
+    });
+    every(cfg.charts.refreshMs, () => Promise.all([refreshCharts(), cfg.charts.alertsPath ? loadAlerts() : null]));
+  }
+
   function every(ms, fn) {
     const loop = async () => {
       if (!document.hidden) {
@@ -723,6 +1301,13 @@
     if (cfg.storage) {
       buildStorage();
       every(cfg.sharesRefreshMs, loadStorage);
+    }
+    try {
+      startCharts();
+    } catch (err) {
+      // the charts are extra: whatever fails there, the rest of the page keeps working
+      $("#charts").hidden = true;
+      console.error("charts:", err);
     }
     document.addEventListener("visibilitychange", () => {
       if (!document.hidden) loadTodos();
