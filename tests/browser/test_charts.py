@@ -93,6 +93,29 @@ def panel_shot(driver: Any, selector: str, path: Path) -> Path:
     return path
 
 
+def toggle_a_line_with_the_keyboard(driver: Any) -> str:
+    """Tab (nothing else) to the first legend button, Space: its line is hidden (aria-pressed
+    false); Space again shows it. Returns the line's label."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    in_legend = "const a = document.activeElement; return a && a.closest('.chart-legend') ? a.dataset.series : null"
+    pressed = "return document.activeElement.getAttribute('aria-pressed')"
+    driver.execute_script("document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0)")
+    for _ in range(80):
+        if driver.execute_script(in_legend):
+            break
+        ActionChains(driver).send_keys(Keys.TAB).perform()
+    label = driver.execute_script(in_legend)
+    assert label, "Tab never reached a chart's legend"
+    before = driver.execute_script(pressed)
+    ActionChains(driver).send_keys(Keys.SPACE).perform()
+    after = driver.execute_script(pressed)
+    ActionChains(driver).send_keys(Keys.SPACE).perform()
+    assert (before, after, driver.execute_script(pressed)) == ("true", "false", "true"), (label, before, after)
+    return str(label)
+
+
 def test_charts_through_the_seed_scenario(target: Target, browser: Any, artifacts: Path) -> None:
     if target.set_balancer_state is not None:
         pytest.skip("no Prometheus on the loopback route: no charts")
@@ -104,6 +127,7 @@ def test_charts_through_the_seed_scenario(target: Target, browser: Any, artifact
     t_start = time.time()
     try:
         wait_for("the charts to show both instances serving", lambda: both_serving(driver, t_start), CHART_WAIT_S, step=0.5)
+        print(f"keyboard: Tab reached the legend, Space hid and showed {toggle_a_line_with_the_keyboard(driver)!r}")
         panel = driver.execute_script(
             "const p = document.querySelector('[data-chart=memory]'); return p && p.closest('section').id"
         )
