@@ -88,6 +88,7 @@ def test_the_access_log_counts_who_answered(request: pytest.FixtureRequest) -> N
             response = client.get("/api/todos", params={"limit": 1})
             assert response.status_code == 200
             answered[(response.headers["x-balancer"], response.headers["x-instance"])] += 1
+
     def counted(balancer: str, upstream: str, n: int) -> bool:
         return served_by(balancer, inventory)[upstream] - before[balancer][upstream] >= n
 

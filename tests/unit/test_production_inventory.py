@@ -14,9 +14,7 @@ import ipaddress
 import json
 import os
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +22,9 @@ import pytest
 import yaml
 
 from lab import topology
+from tests.support.run import REPO, run, venv_tool
 
-REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "inventory" / "production.example.yml"
-BIN = Path(sys.executable).parent
 
 # Writes, for every host, the model as Ansible resolves it there (no connection: the
 # task runs on the controller).
@@ -53,12 +50,14 @@ PROBE = """
 """
 
 
-def ansible(tool: str, *args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
-    if shutil.which(tool, path=str(BIN)) is None:
-        pytest.skip(f"{tool} is not in this venv")
+def ansible_playbook(*args: str) -> subprocess.CompletedProcess[str]:
+    """This venv's ansible-playbook with the repository's ansible.cfg, on topology.yml itself."""
+    tool = venv_tool("ansible-playbook")
+    if not Path(tool).exists():
+        pytest.skip("ansible-playbook is not in this venv")
     env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
     env.pop("HALAB_TOPOLOGY", None)
-    return subprocess.run([str(BIN / tool), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return run([tool, *args], check=False, env=env)
 
 
 def resolve(inventory: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -66,11 +65,11 @@ def resolve(inventory: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]
     playbook.write_text(PROBE)
     out = tmp_path / "model"
     out.mkdir()
-    return ansible("ansible-playbook", "-i", str(inventory), str(playbook), "-e", f"out={out}")
+    return ansible_playbook("-i", str(inventory), str(playbook), "-e", f"out={out}")
 
 
 def test_every_play_of_site_finds_its_hosts() -> None:
-    done = ansible("ansible-playbook", "-i", str(EXAMPLE), "--list-hosts", "playbooks/site.yml")
+    done = ansible_playbook("-i", str(EXAMPLE), "--list-hosts", "playbooks/site.yml")
     assert done.returncode == 0, done.stderr
     counts = [int(n) for n in re.findall(r"hosts \((\d+)\):", done.stdout)]
     assert counts and len(counts) == done.stdout.count("play #"), done.stdout

@@ -591,21 +591,27 @@
     }
   }
 
-  async function loadShares() {
-    let rates = null;
+  // One of nginx_lb's fixed Prometheus paths: the query's result (a list of series), or null when
+  // there is none to show (an error status, a network error, not JSON, not a success); given
+  // timeoutMs, a request still unanswered by then is abandoned.
+  async function readPrometheus(path, timeoutMs = 0) {
+    const ctrl = new AbortController();
+    const timer = timeoutMs > 0 ? setTimeout(() => ctrl.abort(), timeoutMs) : null;
     try {
-      const res = await fetch(cfg.sharesPath, { cache: "no-store", headers: { Accept: "application/json" } });
+      const res = await fetch(path, { cache: "no-store", signal: ctrl.signal, headers: { Accept: "application/json" } });
       const body = await res.json();
-      if (res.ok && body.status === "success" && body.data && Array.isArray(body.data.result)) {
-        rates = new Map();
-        for (const r of body.data.result) {
-          const id = r.metric.todo_api_instance || r.metric.instance;
-          rates.set(String(id), Number(r.value[1]) || 0);
-        }
-      }
+      if (res.ok && body && body.status === "success" && body.data && Array.isArray(body.data.result)) return body.data.result;
     } catch (_) {
-      rates = null;
+      /* no answer to show */
+    } finally {
+      clearTimeout(timer);
     }
+    return null;
+  }
+
+  async function loadShares() {
+    const result = await readPrometheus(cfg.sharesPath);
+    const rates = result && new Map(result.map((r) => [String(r.metric.todo_api_instance || r.metric.instance), Number(r.value && r.value[1]) || 0]));
     const total = rates ? [...rates.values()].reduce((a, b) => a + b, 0) : 0;
     for (const [id, card] of cards) {
       card.promShare = rates !== null;
@@ -644,14 +650,7 @@
   }
 
   async function loadStorage() {
-    let result = null;
-    try {
-      const res = await fetch(cfg.storage.path, { cache: "no-store", headers: { Accept: "application/json" } });
-      const body = await res.json();
-      if (res.ok && body.status === "success" && body.data && Array.isArray(body.data.result)) result = body.data.result;
-    } catch (_) {
-      result = null;
-    }
+    const result = await readPrometheus(cfg.storage.path);
     const roles = new Map();
     const lags = new Map(); // replica -> bytes behind, as its primary last heard (by its address)
     const byAddress = new Map(cfg.storage.nodes.map((n) => [n.address, n.name]));
@@ -1161,21 +1160,9 @@
     fig.dataset.updated = String(Date.now());
   }
 
-  // A fixed path of nginx_lb's: a Prometheus matrix, or null (503, network error, not JSON: no data).
-  async function readMatrix(name) {
-    const ctrl = new AbortController();
-    const timer = setTimeout(() => ctrl.abort(), Math.max(cfg.probeTimeoutMs, cfg.charts.refreshMs));
-    try {
-      const res = await fetch(`${cfg.charts.path}/${encodeURIComponent(name)}`, { cache: "no-store", signal: ctrl.signal, headers: { Accept: "application/json" } });
-      const body = await res.json();
-      if (res.ok && body && body.status === "success" && body.data && Array.isArray(body.data.result)) return body.data.result;
-    } catch (_) {
-      /* no data: shown on the chart */
-    } finally {
-      clearTimeout(timer);
-    }
-    return null;
-  }
+  // A chart's fixed path: a Prometheus matrix, or null (no data: shown on the chart).
+  const readMatrix = (name) =>
+    readPrometheus(`${cfg.charts.path}/${encodeURIComponent(name)}`, Math.max(cfg.probeTimeoutMs, cfg.charts.refreshMs));
 
   // Alertmanager's /api/v2/alerts, through nginx_lb: every alert it holds, newest first.
   async function loadAlerts() {
