@@ -17,7 +17,7 @@ HOST_PACKAGES := systemd-container mmdebstrap nftables iproute2 openssh-client \
                  python3-venv redis-server jq curl vagrant vagrant-libvirt prometheus \
                  chromium chromium-driver shellcheck
 
-.PHONY: help deps venv page-deps lab provision test lint unit lab-test molecule failover infra browser down status lock
+.PHONY: help deps venv page-deps lab provision test lint unit lab-test molecule failover infra browser down status lock bench
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -50,6 +50,21 @@ $(VENV)/.installed: $(LOCK) $(wildcard $(APP_LOCK)) $(wildcard app/requirements.
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -r $(LOCK) $(if $(wildcard $(APP_LOCK)),-r $(APP_LOCK))
 	$(if $(wildcard app/pyproject.toml),$(BIN)/pip install -q --no-deps -e app)
+	touch $@
+
+# Not in make test: figures, not checks (it prints, never fails on them). halab's instance, a
+# minimal uvicorn app, a minimal FastAPI app and the seed's Express server (app/bench/express:
+# Node and its packages from npm, pinned by package-lock.json's integrity hashes; npm ci again
+# only when the lock changes), one table; wrk from apt when missing. D=seconds per run.
+BENCH_NODE := app/bench/express
+
+bench: venv $(BENCH_NODE)/node_modules/.package-lock.json ## halab vs minimal uvicorn/FastAPI apps vs the seed's Express: one table (wrk, loopback)
+	@command -v wrk >/dev/null || { echo "installing wrk (apt)"; apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends wrk; }
+	$(PY) app/bench/bench.py $(if $(D),--duration $(D))
+
+$(BENCH_NODE)/node_modules/.package-lock.json: $(BENCH_NODE)/package-lock.json
+	@command -v npm >/dev/null || { echo "installing npm (apt)"; apt-get update -q && apt-get install -y -q --no-install-recommends npm; }
+	cd $(BENCH_NODE) && npm ci --ignore-scripts --no-audit --no-fund
 	touch $@
 
 lab: deps ## boot the lab's nodes and provision them with playbooks/site.yml
