@@ -10,6 +10,7 @@ import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,6 +21,7 @@ from todo_api import logs
 def restore_loggers() -> Iterator[None]:
     """setup_logging rewires process-wide loggers: put them back for the other tests."""
     names = (logs.LOGGER_NAME, "uvicorn", "uvicorn.error", "uvicorn.access")
+    process_logger = logs.get_logger()
     saved = {
         n: (
             logging.getLogger(n).handlers[:],
@@ -28,10 +30,13 @@ def restore_loggers() -> Iterator[None]:
         )
         for n in names
     }
+    levels = {n: logging.getLogger(n).level for n in names}
     yield
     for name, (handlers, propagate, disabled) in saved.items():
         lg = logging.getLogger(name)
         lg.handlers[:], lg.propagate, lg.disabled = handlers, propagate, disabled
+        lg.setLevel(levels[name])
+    logs._process_logger = process_logger
 
 
 def record(
@@ -106,3 +111,120 @@ def test_two_servers_print_uvicorns_lifecycle_lines_once(restore_loggers: None) 
         "memoria alta",
     ]
     assert not out.getvalue().startswith("<")  # a StringIO is not the journal
+
+
+CREATED = datetime(2026, 12, 2, 21, 30, 0, 123456, tzinfo=UTC).timestamp()
+
+
+def logger_record(extra: dict[str, object], level: int = logging.INFO) -> logging.LogRecord:
+    """The record the middleware used to make for a request (Logger.makeRecord, no caller)."""
+    rec = logging.getLogger(logs.LOGGER_NAME).makeRecord(
+        logs.LOGGER_NAME, level, "(unknown file)", 0, logs.REQUEST_MESSAGE, (), None,
+        extra=extra,
+    )
+    rec.created = CREATED
+    return rec
+
+
+@pytest.mark.parametrize("journal", [False, True])
+@pytest.mark.parametrize(
+    ("method", "path", "status", "duration", "rid"),
+    [
+        ("GET", "/api/health", 200, 0.31, None),
+        ("POST", "/api/todos", 201, 12.0, "b1e5c0de"),
+        ("HEAD", '/api/todos/"quoted"\\back', 404, 1234.57, "x" * 64),
+        ("DELETE", "/api/todos/ñandú ☃\n\t", 204, 1e-05, "caf\xe9"),
+        ("PATCH", "/\u2028", 500, 100000000000000.0, ""),
+    ],
+)
+def test_the_request_line_is_byte_for_byte_the_formatters(
+    journal: bool, method: str, path: str, status: int, duration: float, rid: str | None
+) -> None:
+    extra: dict[str, object] = {
+        "method": method, "path": path, "status": status, "durationMs": duration,
+        "requestId": rid,
+    }
+    before = logs.JsonFormatter("1", journal=journal).format(logger_record(extra))
+    jl = logs.JsonLogger(instance="1", write=lambda line: None, journal=journal)
+    assert jl.request_line(method, path, status, duration, rid, CREATED) == before
+    assert jl.line(logging.INFO, logs.REQUEST_MESSAGE, extra, created=CREATED) == before
+    assert before.startswith("<6>{" if journal else "{")
+
+
+@pytest.mark.parametrize("level", [logging.INFO, logging.WARNING, logging.ERROR])
+def test_our_other_lines_are_the_formatters_too(level: int) -> None:
+    extra: dict[str, Any] = {
+        "rssMB": 480.5, "memoryPercent": 94.1, "reasons": ["memory 94.1% >= 80%"],
+        "memorySource": "cgroup-v2", "replicas": None, "when": datetime(2026, 1, 1),
+    }
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError as exc:
+        error = exc
+    rec = record(level, "health: UNHEALTHY", **extra)
+    rec.created = CREATED
+    rec.exc_info = (RuntimeError, error, error.__traceback__)
+    for journal in (False, True):
+        before = logs.JsonFormatter("7", journal=journal).format(rec)
+        out: list[str] = []
+        jl = logs.JsonLogger(instance="7", write=out.append, journal=journal)
+        err = logging.Formatter().formatException(rec.exc_info)
+        assert jl.line(level, "health: UNHEALTHY", extra, err, created=CREATED) == before
+        jl.log(level, "health: %s", "UNHEALTHY", extra=extra, exc_info=error)
+        assert json.loads(out[0].removeprefix(f"<{logs.SYSLOG_PRIORITIES[level]}>"))["err"] == (
+            json.loads(before.removeprefix(f"<{logs.SYSLOG_PRIORITIES[level]}>"))["err"]
+        )
+
+
+def test_the_cached_clock_gives_iso_time() -> None:
+    clock = logs._Clock()
+    base = datetime(2026, 12, 2, 23, 59, 58, tzinfo=UTC).timestamp()
+    steps = [i / 1000 for i in range(3000)] + [0.9994999, 0.9995, 0.9999995, 0.99999949, 1.0]
+    for t in [base + d for d in steps] + [1e9 + 0.0005, 1800000000.123456]:
+        assert clock.iso(t) == logs.iso_time(t), t
+
+
+def test_lines_go_out_whole_and_in_order_on_the_descriptor(
+    restore_loggers: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "out"
+    with path.open("w") as stream:
+        st = os.fstat(stream.fileno())
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")  # "the journal"
+        stream.write("before\n")  # pending in the text layer: written out first
+        log = logs.setup_logging("3", stream=stream)
+        assert logs.get_logger() is log
+        log.request("GET", "/api/health", 200, 0.5, None)
+        logging.getLogger("uvicorn.error").error("Exception in ASGI application")
+        log.warning("memory over threshold", extra={"memoryPercent": 81.0})
+        log.debug("not at info level")
+        logging.getLogger("todo_api.store").info("a child logger")
+        # straight to the descriptor: nothing waits in a buffer
+        lines = path.read_text().splitlines()
+    assert lines[0] == "before"
+    prios = [line[: line.index("{")] for line in lines[1:]]
+    assert prios == ["<6>", "<3>", "<4>", "<6>"]  # journalctl -p warning: the middle two
+    got = [json.loads(line[3:]) for line in lines[1:]]
+    assert [g["msg"] for g in got] == [
+        "request completed", "Exception in ASGI application", "memory over threshold",
+        "a child logger",
+    ]
+    assert [g["level"] for g in got] == [30, 50, 40, 30]
+    assert got[0]["requestId"] is None and got[0]["instance"] == "3"
+    assert got[1]["logger"] == "uvicorn.error" and got[3]["logger"] == "todo_api.store"
+    assert "logger" not in got[2] and got[2]["memoryPercent"] == 81.0
+
+
+def test_without_setup_lines_go_through_logging(
+    restore_loggers: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The app built in-process (tests): a line is what logging makes of it, as before."""
+    log = logs.JsonLogger()
+    caplog.set_level(logging.INFO, logger=logs.LOGGER_NAME)
+    log.request("POST", "/api/todos", 201, 1.5, "abc")
+    log.warning("memory %s", "high", extra={"memoryPercent": 90.0})
+    assert [(r.getMessage(), r.levelno) for r in caplog.records] == [
+        ("request completed", logging.INFO), ("memory high", logging.WARNING)
+    ]
+    assert caplog.records[0].__dict__["requestId"] == "abc"
+    assert caplog.records[1].__dict__["memoryPercent"] == 90.0

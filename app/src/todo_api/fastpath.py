@@ -1,4 +1,5 @@
-"""ASGI fast path for the two hot routes, ``GET /api/todos`` and ``POST /api/todos``.
+"""ASGI fast paths: ``GET``/``POST /api/todos`` (``FastPath``) and readiness, ``GET /api/health``
+and ``GET /readyz`` (``HealthFast``; HEAD is the middleware's GET without a body).
 
 Profiled under wrk, FastAPI's routing, dependency solving and its middleware stack cost about
 half the CPU of a ``GET /api/todos``. For requests FastAPI would accept without an error, this
@@ -8,9 +9,13 @@ responses. Whatever it is not sure about (a query parameter out of range, repeat
 a body without Content-Type, an empty/invalid JSON body, a body that fails validation, an odd
 ``Idempotency-Key``, a ``root_path``) is handed to FastAPI untouched, so every error shape stays
 FastAPI's. The media type (415) and a repeated ``Idempotency-Key`` (400) are the middleware's,
-before either. The OpenAPI schema still comes from the FastAPI routes. (FastAPI's own
-OpenTelemetry hooks are skipped on these two routes; this service configures no OpenTelemetry
-SDK.)
+before either. The OpenAPI schema still comes from the FastAPI routes. (FastAPI's native
+OpenTelemetry is off in this app, see app.py: no OpenTelemetry SDK is installed.)
+
+Readiness is polled by the load balancer, Prometheus and the page: ``HealthFast`` runs the same
+``HealthChecker.check()`` (state changes logged once, gauges set) and sends the bytes FastAPI's
+``JSONResponse`` would (body, status, ``content-length`` then ``content-type``); the route stays
+in FastAPI for the OpenAPI schema and for anything it does not answer (a ``root_path``).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from starlette.types import Receive, Scope, Send
 from .errors import internal_error_response, redis_error_response
 from .models import (
     CURSOR_PATTERN,
+    HEALTH_PATHS,
     IDEMPOTENCY_KEY_HEADER,
     IDEMPOTENCY_KEY_MAX,
     LIST_DEFAULT_LIMIT,
@@ -76,6 +82,7 @@ def parse_list_query(query: bytes) -> tuple[int, str | None, Order] | None:
 class FastPath:
     """The middleware's ``FastHandler`` for ``GET``/``POST /api/todos``."""
 
+    path = TODOS_PATH
     route = TODOS_PATH  # the route label of what it answers (metrics)
 
     def __init__(self, rt: Runtime, svc: TodoService) -> None:
@@ -148,4 +155,51 @@ class FastPath:
             await internal_error_response(exc)(scope, receive, send)
             raise
         await response(scope, receive, send)
+        return True
+
+
+def json_response_body(content: object) -> bytes:
+    """What Starlette's ``JSONResponse`` renders (``JSONResponse.render``)."""
+    return json.dumps(
+        content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+    ).encode("utf-8")
+
+
+class HealthFast:
+    """The middleware's ``FastHandler`` for one readiness path (``/api/health`` or ``/readyz``):
+    the answer of routes.py's ``health`` without FastAPI's routing, dependencies and Response."""
+
+    def __init__(self, rt: Runtime, path: str) -> None:
+        if path not in HEALTH_PATHS:
+            raise ValueError(f"not a readiness path: {path}")
+        self.rt = rt
+        self.path = path
+        self.route = path  # FastAPI's route label for it
+
+    def handles(self, method: str, path: str) -> bool:
+        return method == "GET" and path == self.path
+
+    async def __call__(
+        self, scope: Scope, method: str, body: bytes, receive: Receive, send: Send
+    ) -> bool:
+        if scope.get("root_path"):
+            return False
+        try:
+            status, content = await self.rt.health.check()
+        except Exception as exc:
+            # as Starlette's ServerErrorMiddleware: answer 500, then let the error propagate
+            await internal_error_response(exc)(scope, receive, send)
+            raise
+        data = json_response_body(content)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-length", str(len(data)).encode("latin-1")),
+                    (b"content-type", JSON_CT),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": data})
         return True

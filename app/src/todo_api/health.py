@@ -9,13 +9,13 @@ that no replica acknowledges (when the instance waits for one)."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from typing import Any
 
 from redis.exceptions import ResponseError
 
 from .cgroup import MB, MemoryMonitor, MemoryReading
+from .logs import JsonLogger
 from .metrics import Metrics
 from .store import TodoStore
 
@@ -27,7 +27,7 @@ class HealthChecker:
         monitor: MemoryMonitor,
         store: TodoStore,
         metrics: Metrics,
-        logger: logging.Logger,
+        logger: JsonLogger,
         redis_ttl: float = 0.5,
         redis_timeout: float = 0.5,
     ) -> None:

@@ -5,9 +5,8 @@ alike for the fast path and FastAPI."""
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from prometheus_client.metrics import Counter, Histogram
@@ -41,8 +40,9 @@ AllowedMethods = Callable[[str], frozenset[str] | None]
 
 
 class FastHandler(Protocol):
-    """What the middleware needs of a fast path (``fastpath.FastPath`` is one)."""
+    """What the middleware needs of a fast path (``fastpath.FastPath``, ``fastpath.HealthFast``)."""
 
+    path: str  # the one path it answers (the middleware looks handlers up by path)
     route: str  # route label of the requests it answers
 
     def handles(self, method: str, path: str) -> bool: ...
@@ -59,12 +59,13 @@ class PublicMiddleware:
         self,
         app: ASGIApp,
         rt: Runtime,
-        fast: FastHandler | None = None,
+        fast: Iterable[FastHandler] = (),
         allowed: AllowedMethods | None = None,
     ) -> None:
         self.app = app
         self.rt = rt
-        self.fast = fast
+        # path -> its fast handler: one dict lookup per request
+        self.fast: dict[str, FastHandler] = {h.path: h for h in fast}
         # without it (no route table) Starlette's routing answers methods as it does
         self.allowed = allowed
         # (method, route, status) -> metric children: .labels() is a lock + dict lookup each
@@ -218,7 +219,7 @@ class PublicMiddleware:
                 downstream: Receive = replay
             else:
                 body, downstream = b"", receive
-            fast = self.fast
+            fast = self.fast.get(path)
             fmethod: str = scope["method"]  # HEAD is answered as GET
             if (
                 fast is not None
@@ -240,25 +241,7 @@ class PublicMiddleware:
                 self._children[key] = children
             children[0].inc()
             children[1].observe(elapsed)
-            log = rt.log
-            if log.isEnabledFor(logging.INFO):
-                # what log.info() does, minus findCaller(): the JSON line has no file/line
-                log.handle(
-                    log.makeRecord(
-                        log.name,
-                        logging.INFO,
-                        "(unknown file)",
-                        0,
-                        "request completed",
-                        (),
-                        None,
-                        extra={
-                            "method": method,
-                            "path": path,
-                            "status": status,
-                            "durationMs": round(elapsed * 1000, 2),
-                            # one request in NGINX's access log and here: the same id
-                            "requestId": request_id_of(scope),
-                        },
-                    )
-                )
+            # one request in NGINX's access log and here: the same id (X-Request-ID)
+            rt.log.request(
+                method, path, status, round(elapsed * 1000, 2), request_id_of(scope)
+            )

@@ -84,7 +84,9 @@ def build_router(rt: Runtime, svc: TodoService) -> APIRouter:
 
     async def health() -> Response:
         """Readiness: 503 only when memory is over the threshold (UNHEALTHY); Redis
-        unreachable is 200 DEGRADED (every instance shares it: none is to be ejected)."""
+        unreachable is 200 DEGRADED (every instance shares it: none is to be ejected).
+        Served by fastpath.HealthFast with the same answer; here for the OpenAPI schema and
+        whatever the fast path leaves to FastAPI."""
         status, body = await rt.health.check()
         return JSONResponse(body, status_code=status)
 

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 
 from .cgroup import MemoryMonitor
 from .config import Settings
 from .health import HealthChecker
-from .logs import get_logger
+from .logs import JsonLogger, get_logger
 from .metrics import Metrics
 from .store import TodoStore
 
 
 class Runtime:
-    def __init__(self, settings: Settings, logger: logging.Logger | None = None) -> None:
+    def __init__(self, settings: Settings, logger: JsonLogger | None = None) -> None:
         self.settings = settings
         self.log = logger or get_logger()
         self.metrics = Metrics()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import signal
@@ -142,6 +143,31 @@ def _uvicorn_config(app: object, s: Settings, **kw: object) -> uvicorn.Config:
     )
 
 
+# The cyclic collector's generation-0 threshold: 10x Python's 700. See tune_gc.
+GC_GEN0_THRESHOLD = 7000
+
+
+def tune_gc() -> None:
+    """Once started (apps built, listeners up, Redis answering), before READY=1: collect the
+    start-up garbage, freeze what is left, and collect the youngest generation less often.
+
+    ``gc.freeze()`` moves every object then alive (modules, the apps, FastAPI's and pydantic's
+    tables: ~72 000 tracked objects, alive as long as the process) into the permanent
+    generation, which no collection traverses. Before, each full collection walked them all:
+    100-140 ms with the event loop stopped, 3 to 6 times in 10 s of POST/GET load, 13-21 % of the
+    CPU in the collector (gc.callbacks, measured). Frozen, one takes ~1 ms.
+
+    Generation 0 is collected when the container objects allocated minus those freed pass the
+    threshold. Under load, the ~32 requests in flight alone keep that many alive, so at 700
+    it ran ~150 times a second to find little garbage (per-request objects die by reference
+    counting); at 7000 it runs only when real cyclic garbage accumulates (once in 10 s of load,
+    GC time ~0). Garbage in cycles waits at most ~7000 objects longer: a few MB at worst."""
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
+
+
 async def _wait_ready(
     rt: Runtime, servers: list[_Server], notify: Callable[[str], bool]
 ) -> None:
@@ -161,6 +187,7 @@ async def _wait_ready(
             rt.log.warning("redis not reachable yet", extra={"attempt": attempt, "err": str(exc)})
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+    tune_gc()
     notify("READY=1\nSTATUS=serving")
     rt.log.info(
         "ready",
