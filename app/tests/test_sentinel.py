@@ -420,7 +420,7 @@ async def test_with_no_sentinel_answering_the_known_primary_keeps_serving(
         assert s.proc is not None
         s.proc.send_signal(signal.SIGSTOP)
     try:
-        await rt.store.redis.connection_pool.disconnect()
+        await rt.store.pool.disconnect()
         created = await _post(c, "while no Sentinel answers")
         listed = await c.get("/api/todos")
     finally:
@@ -446,9 +446,8 @@ async def test_a_connection_attempt_has_its_own_shorter_timeout(
     )
     plain = TodoStore(make_settings(redis_timeout_ms=1000))
     try:
-        kwargs = store.redis.connection_pool.connection_kwargs
-        assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (1.0, 0.25)
-        assert plain.redis.connection_pool.connection_kwargs["socket_connect_timeout"] == 1.0
+        assert (store.pool.timeout, store.pool.connect_timeout) == (1.0, 0.25)
+        assert plain.pool.connect_timeout == 1.0
     finally:
         await store.close()
         await plain.close()

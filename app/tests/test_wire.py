@@ -1,0 +1,180 @@
+"""wire.Pool, the store's pipelined Redis client, against a REAL redis-server (under uvloop,
+the instance's event loop): order under concurrency, cancellation, timeouts, a closed
+connection, AUTH, NOSCRIPT, a node that became a replica."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+import redis
+import uvloop
+from redis.exceptions import AuthenticationError, NoScriptError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from todo_api.wire import Address, NotPrimaryError, Pool
+
+from .conftest import RedisServer, free_port
+
+
+def run(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    uvloop.run(scenario())
+
+
+def pool_for(port: int, **kw: Any) -> Pool:
+    async def locate() -> Address:
+        return ("127.0.0.1", port)
+
+    kw.setdefault("timeout", 1.0)
+    kw.setdefault("connect_timeout", 1.0)
+    return Pool(locate, **kw)
+
+
+@pytest.fixture
+def server(own_redis: RedisServer) -> RedisServer:
+    return own_redis
+
+
+def test_replies_match_their_commands_under_concurrency_and_cancellation(
+    server: RedisServer,
+) -> None:
+    async def scenario() -> None:
+        pool = pool_for(server.port, readers=2, writers=2)
+        try:
+            await asyncio.gather(*(pool.call("w", "SET", f"k{i}", i) for i in range(300)))
+            got = await asyncio.gather(*(pool.call("r", "GET", f"k{i}") for i in range(300)))
+            assert got == [str(i).encode() for i in range(300)]
+            # a cancelled caller: its reply is read and dropped, the connection stays in step
+            task = asyncio.ensure_future(pool.call("r", "GET", "k7"))
+            await asyncio.sleep(0)
+            task.cancel()
+            assert [await pool.call("r", "GET", "k8") for _ in range(4)] == [b"8"] * 4
+            replies, where = await pool.pipeline(
+                "w", [("GET", "k1"), ("EVALSHA", "0" * 40, 0), ("INCR", "k2")]
+            )
+            assert replies[0] == b"1" and isinstance(replies[1], NoScriptError)
+            assert replies[2] == 3 and where == ("127.0.0.1", server.port)
+        finally:
+            await pool.disconnect()
+
+    run(scenario)
+
+
+def test_a_silent_redis_times_out_and_the_pool_recovers(server: RedisServer) -> None:
+    """SIGSTOP: every command waiting on the connection fails within the timeout (no hang),
+    and once Redis answers again so do the next commands."""
+
+    async def scenario() -> None:
+        pool = pool_for(server.port, timeout=0.3, readers=1)
+        try:
+            assert await pool.call("r", "PING") == b"PONG"
+            assert server.proc is not None
+            server.proc.send_signal(signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                results = await asyncio.gather(
+                    *(pool.call("r", "PING") for _ in range(5)), return_exceptions=True
+                )
+                took = time.monotonic() - started
+            finally:
+                server.proc.send_signal(signal.SIGCONT)
+            assert all(isinstance(r, RedisTimeoutError) for r in results), results
+            assert 0.25 < took < 0.8, took
+            assert await pool.call("r", "PING") == b"PONG"
+        finally:
+            await pool.disconnect()
+
+    run(scenario)
+
+
+def test_a_connection_closed_by_redis_is_replaced(server: RedisServer) -> None:
+    async def scenario() -> None:
+        pool = pool_for(server.port, readers=1)
+        try:
+            assert await pool.call("r", "PING") == b"PONG"
+            server.client().client_kill_filter(_type="normal")
+            await asyncio.sleep(0.05)  # the loop hears of it
+            assert await pool.call("r", "PING") == b"PONG"
+        finally:
+            await pool.disconnect()
+
+    run(scenario)
+
+
+def test_redis_down_is_a_connection_error_at_once() -> None:
+    async def scenario() -> None:
+        pool = pool_for(free_port())
+        started = time.monotonic()
+        with pytest.raises(RedisConnectionError):
+            await pool.call("r", "PING")
+        assert time.monotonic() - started < 0.5
+
+    run(scenario)
+
+
+def test_acl_user_and_password(server: RedisServer) -> None:
+    admin = server.client()
+    admin.acl_setuser("app", enabled=True, passwords=["+s3cret"], commands=["+@all"], keys=["*"])
+
+    async def scenario() -> None:
+        good = pool_for(server.port, username="app", password="s3cret", db=1)
+        bad = pool_for(server.port, username="app", password="wrong")
+        try:
+            await good.call("w", "SET", "in-db-1", "x")
+            assert redis.Redis(port=server.port, db=1).get("in-db-1") == b"x"
+            with pytest.raises(AuthenticationError):
+                await bad.call("r", "PING")
+        finally:
+            await good.disconnect()
+            await bad.disconnect()
+
+    run(scenario)
+
+
+def test_a_read_is_not_held_behind_a_write_wait(server: RedisServer) -> None:
+    """No replica: WAIT 1 holds its (write) connection for its whole timeout; reads go on."""
+
+    async def scenario() -> None:
+        pool = pool_for(server.port, timeout=2.0)
+        try:
+            wait = asyncio.ensure_future(pool.call("w", "WAIT", 1, 500))
+            await asyncio.sleep(0.05)
+            started = time.monotonic()
+            assert await pool.call("r", "PING") == b"PONG"
+            assert time.monotonic() - started < 0.1
+            assert await wait == 0
+        finally:
+            await pool.disconnect()
+
+    run(scenario)
+
+
+def test_a_node_that_became_a_replica_is_left(
+    server: RedisServer, redis_server: RedisServer
+) -> None:
+    """READONLY from a demoted node: NotPrimaryError (nothing was written), the connection is
+    closed, and a pool that moved to the new primary retires connections to the old one."""
+    node = server.client()
+    node.replicaof("127.0.0.1", redis_server.port)
+    try:
+
+        async def scenario() -> None:
+            pool = pool_for(server.port, readers=1, writers=1, leave_replicas=True)
+            try:
+                assert await pool.call("r", "PING") == b"PONG"
+                conn = pool.slots["r"][0]
+                with pytest.raises(NotPrimaryError):
+                    await pool.call("w", "SET", "x", "1")
+                pool.moved_to(("127.0.0.1", redis_server.port))
+                assert conn is not None and not conn.alive
+            finally:
+                await pool.disconnect()
+
+        run(scenario)
+    finally:
+        node.replicaof("no", "one")
