@@ -85,7 +85,7 @@ test: deps lint unit lab-test molecule browser ## lint, unit and lab tests, mole
 lint: venv ## yamllint, ansible-lint, ruff, mypy, vagrant validate
 	$(BIN)/yamllint -s .
 	$(if $(wildcard roles/*/tasks),$(BIN)/ansible-lint --profile production)
-	$(BIN)/ruff check lab tests vagrant plugins roles/todo_api/files
+	$(BIN)/ruff check lab tests vagrant plugins roles/todo_api/files roles/nginx_lb/files
 	$(BIN)/mypy
 	shellcheck vagrant/vlab lab/labctl
 	cd app && ../$(BIN)/ruff check . && ../$(BIN)/mypy

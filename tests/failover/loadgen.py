@@ -165,6 +165,11 @@ class LoadRun:
         """Note when a step of the scenario happened (fault, recover ...)."""
         self.marks[name] = self.now()
 
+    def mark_at(self, name: str, monotonic: float) -> None:
+        """Note a step that happened at `monotonic` (time.monotonic(): on the nspawn lab the
+        nodes share this host's clock, so a unit's ActiveEnterTimestampMonotonic is one)."""
+        self.marks[name] = monotonic - self._t0
+
     def progress(self) -> int:
         return len(self.outcomes)
 
@@ -324,19 +329,21 @@ class LoadRun:
         return sorted(t for o in self.outcomes for t, who in o.served_by if who == instance)
 
     def isolation_times(self, instance: str, fault: str, recover: str | None) -> tuple[float | None, float | None]:
-        """Seconds from `fault` to the sick instance's last answer, and from
-        `recover` to its first answer again (None where it never happened)."""
+        """Seconds from `fault` to the sick instance's last answer, and from the moment it
+        was ready again (the `ready` mark where the scenario knows it, else `recover`) to its
+        first answer through the load balancer (None where it never happened)."""
         times = self.served_times(instance)
         t_fault = self.marks.get(fault)
         t_recover = self.marks.get(recover) if recover else None
+        t_ready = self.marks.get("ready", t_recover) if recover else None
         stopped = readmitted = None
         if t_fault is not None:
             end = t_recover if t_recover is not None else float("inf")
             during = [t for t in times if t_fault <= t < end]
             stopped = (during[-1] - t_fault) if during else 0.0
-        if t_recover is not None:
-            after = [t for t in times if t >= t_recover]
-            readmitted = (after[0] - t_recover) if after else None
+        if t_ready is not None:
+            after = [t for t in times if t >= t_ready]
+            readmitted = (after[0] - t_ready) if after else None
         return stopped, readmitted
 
     def report(

@@ -45,6 +45,10 @@ class Loads:
         for run in self:
             run.mark(name)
 
+    def mark_at(self, name: str, monotonic: float) -> None:
+        for run in self:
+            run.mark_at(name, monotonic)
+
     def stop(self) -> None:
         for run in self:
             run.stop()

@@ -104,13 +104,30 @@ def test_todo_api(host: Host) -> None:
 def test_nginx(host: Host) -> None:
     if LOADBALANCER_GROUP not in groups_of(host):
         pytest.skip("not a load balancer")
-    for unit in ("nginx", "prometheus-nginx-exporter", "mtail"):
+    for unit in ("nginx", "prometheus-nginx-exporter", "mtail", "halab-upstream-watch"):
         assert host.service(unit).is_running and host.service(unit).is_enabled
     assert listeners(host, service_port("nginx_stub_status")) == {LOOPBACK}
     assert listeners(host, service_port("nginx_exporter")) == {private(host)}
     assert listeners(host, service_port("mtail")) == {private(host)}
     assert not host.file("/etc/nginx/sites-enabled/default").exists
     host.run_expect([0], "nginx -t")
+
+
+def test_upstream_watcher_watches_every_instance_with_one_privilege(host: Host) -> None:
+    """The watcher that closes NGINX's sockets to an unreachable instance and reloads NGINX to
+    readmit a ready one: every instance of the model is a peer, and it runs as a throwaway user
+    with CAP_NET_ADMIN and CAP_KILL alone."""
+    if LOADBALANCER_GROUP not in groups_of(host):
+        pytest.skip("not a load balancer")
+    pid = host.check_output("systemctl show -p MainPID --value halab-upstream-watch")
+    argv = host.file(f"/proc/{pid}/cmdline").content_string.split("\0")
+    peers = {argv[i + 1] for i, arg in enumerate(argv) if arg == "--peer"}
+    assert peers == {f"{i.address}:{i.port}" for i in TOPO.instances}
+    status = host.file(f"/proc/{pid}/status").content_string
+    caps = {k: int(v, 16) for k, v in re.findall(r"^(Cap(?:Eff|Bnd|Amb)):\s+([0-9a-f]+)$", status, re.M)}
+    granted = 1 << 12 | 1 << 5  # CAP_NET_ADMIN, CAP_KILL (linux/capability.h)
+    assert caps == {"CapEff": granted, "CapBnd": granted, "CapAmb": granted}, caps
+    assert host.check_output(f"stat -c %u /proc/{pid}") != "0"
 
 
 def test_monitoring(host: Host) -> None:
