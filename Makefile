@@ -58,9 +58,11 @@ $(VENV)/.installed: $(LOCK) $(wildcard $(APP_LOCK)) $(wildcard app/requirements.
 # only when the lock changes), one table; wrk from apt when missing. D=seconds per run.
 BENCH_NODE := app/bench/express
 
-bench: venv $(BENCH_NODE)/node_modules/.package-lock.json ## halab vs minimal uvicorn/FastAPI apps vs the seed's Express: one table (wrk, loopback)
+bench: venv $(BENCH_NODE)/node_modules/.package-lock.json ## halab vs minimal uvicorn/FastAPI apps vs the seed's Express (wrk, loopback); on a lab, NGINX vs direct
 	@command -v wrk >/dev/null || { echo "installing wrk (apt)"; apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends wrk; }
 	$(PY) app/bench/bench.py $(if $(D),--duration $(D))
+	@echo
+	$(PY) -m tests.bench.lb_cost $(if $(D),--duration $(D))  # on the lab's nodes: says so when no lab is up
 
 $(BENCH_NODE)/node_modules/.package-lock.json: $(BENCH_NODE)/package-lock.json
 	@command -v npm >/dev/null || { echo "installing npm (apt)"; apt-get update -q && apt-get install -y -q --no-install-recommends npm; }

@@ -48,10 +48,11 @@ def parse_wrk(out: str) -> Run:
     return Run(float(rps.group(1)), float(p99.group(1)) * scale, int(non_2xx.group(1)) if non_2xx else 0)
 
 
-def in_netns(lb: str) -> list[str]:
+def in_netns(lb: str) -> list[str] | None:
+    """The prefix that runs a host command in the node's network namespace; None: no lab up."""
     lab = state.load()
     if lab is None:
-        sys.exit("no lab is up: make lab")
+        return None
     nspawn = lab.node(lb).pid
     leader = node.leader_pid(nspawn) if nspawn else None
     if leader is None:
@@ -80,6 +81,9 @@ def main() -> None:
     target, *others = (str(i.id) for i in TOPO.instances)
     inst = TOPO.instance(target)
     prefix = in_netns(lb.name)
+    if prefix is None:
+        print("load balancer cost: no lab is up (make lab, then make bench): not measured")
+        return
     ids: list[str] = []
     with httpx.Client(base_url=PUBLIC_URL, timeout=10) as client:
         try:
