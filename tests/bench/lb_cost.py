@@ -39,13 +39,16 @@ class Run:
 
 
 def parse_wrk(out: str) -> Run:
-    rps = re.search(r"^Requests/sec:\s+([\d.]+)", out, re.M)
+    """req/s of 2xx answers only (a refusal is no throughput), p99, and the refusals."""
+    total = re.search(r"^\s*(\d+) requests in ([\d.]+)(ms|s)\b", out, re.M)
     p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\b", out, re.M)
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    if rps is None or p99 is None:
+    if total is None or p99 is None:
         raise RuntimeError(f"wrk said: {out}")
+    refused = int(non_2xx.group(1)) if non_2xx else 0
+    seconds = float(total.group(2)) / (1000 if total.group(3) == "ms" else 1)
     scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
-    return Run(float(rps.group(1)), float(p99.group(1)) * scale, int(non_2xx.group(1)) if non_2xx else 0)
+    return Run((int(total.group(1)) - refused) / seconds, float(p99.group(1)) * scale, refused)
 
 
 def in_netns(lb: str) -> list[str] | None:
@@ -112,7 +115,7 @@ def main() -> None:
         f"instance {target} alone ({inst.address}:{inst.port}); best of 2 runs each"
     )
     head = (
-        f"{'request':24} {'direct req/s':>12} {'NGINX req/s':>12} {'NGINX/direct':>12} "
+        f"{'request (2xx/s)':24} {'direct req/s':>12} {'NGINX req/s':>12} {'NGINX/direct':>12} "
         f"{'p99 direct':>10} {'p99 NGINX':>10} {'non-2xx':>8}"
     )
     print(head)
