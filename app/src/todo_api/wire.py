@@ -48,10 +48,17 @@ class Connection(asyncio.Protocol):
     """One socket; replies resolve pending entries in order. An entry: [future, replies
     expected, replies so far (None for one command)], and the loop time it is due by."""
 
-    def __init__(self, address: Address, timeout: float, leave_replicas: bool) -> None:
+    def __init__(
+        self,
+        address: Address,
+        timeout: float,
+        leave_replicas: bool,
+        on_lost: Callable[[Address], None] | None = None,
+    ) -> None:
         self.address = address
         self.timeout = timeout
         self.leave_replicas = leave_replicas  # a READONLY / MASTERDOWN answer closes it
+        self.on_lost = on_lost  # told when the node stops answering or drops the connection
         self.loop = asyncio.get_running_loop()
         self.reader = hiredis.Reader(replyError=_ReplyError)
         self.transport: asyncio.Transport | None = None
@@ -66,7 +73,10 @@ class Connection(asyncio.Protocol):
         self.alive = True
 
     def connection_lost(self, exc: Exception | None) -> None:
+        dropped = self.alive and not self.retiring  # not closed by us
         self._fail(RedisConnectionError(f"connection to {self.address} lost"))
+        if dropped and self.on_lost is not None:
+            self.on_lost(self.address)
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
@@ -122,6 +132,8 @@ class Connection(asyncio.Protocol):
         due = self.pending[0][2]
         if due <= self.loop.time():
             self.close(RedisTimeoutError(f"no answer from {self.address} in {self.timeout} s"))
+            if self.on_lost is not None:
+                self.on_lost(self.address)
         else:
             self.timer = self.loop.call_at(due, self._check)
 
@@ -232,7 +244,8 @@ class Pool:
         try:
             _, conn = await asyncio.wait_for(
                 loop.create_connection(
-                    lambda: Connection(address, self.timeout, self.leave_replicas), *address
+                    lambda: Connection(address, self.timeout, self.leave_replicas, self.lost),
+                    *address,
                 ),
                 self.connect_timeout,
             )
@@ -257,6 +270,19 @@ class Pool:
                 if conn is not None and conn.address != address:
                     conn.retire()
                     slots[i] = None
+
+    def lost(self, address: Address) -> None:
+        """A connection to `address` timed out or was dropped: the node may be gone (a plug
+        pulled: no reset, every socket to it silent). Every other connection to it is closed
+        too, failing what waits on it now rather than one timeout per connection later, and
+        the next command locates the primary anew (the Sentinels may name another by then)."""
+        if self.address == address:
+            self.address = None
+        for slots in self.slots.values():
+            for i, conn in enumerate(slots):
+                if conn is not None and conn.address == address:
+                    slots[i] = None
+                    conn.close(RedisConnectionError(f"{address} stopped answering"))
 
     async def call(self, group: str, *args: Any) -> Any:
         conn = await self.connection(group)
