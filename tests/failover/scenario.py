@@ -72,6 +72,23 @@ class Loads:
         return self.careful.marks
 
 
+def unit_time(instance: str, prop: str) -> float:
+    """A monotonic timestamp systemd keeps for the instance's unit (on the nspawn lab, this
+    host's clock: time.monotonic())."""
+    usec = PROBES.on_instance(instance, f"systemctl show -p {prop}Monotonic --value todo-api@{instance}").stdout
+    return int(usec.strip()) / 1e6
+
+
+# The fault and readiness moments are the system's own clocks where it has them (a unit
+# leaving active, a unit ready again, the instance's own unhealthy line), not when a command
+# was issued from here: isolation and readmission are then the load balancer's, not the time
+# SSH or Ansible take to start.
+def mark_ready(run: Loads, instance: str) -> None:
+    """Mark `ready`: when the instance's unit last became active (Type=notify: READY=1 is
+    sent once it serves and has reached Redis). Readmission is timed from there."""
+    run.mark_at("ready", unit_time(instance, "ActiveEnterTimestamp"))
+
+
 def naive_shape(shape: LoadShape) -> LoadShape:
     """The naive client's shape beside a careful one: the scenario's count, pace, bound and
     mix; its connections, timeout and no-retry are its own (loadgen.NaiveRun)."""

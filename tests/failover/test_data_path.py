@@ -27,7 +27,7 @@ import pytest
 from tests.support.model import API_GROUP, INSTANCE_NODE, PUBLIC_URL, TOPO
 from tests.support.wait import wait_until
 
-from .scenario import PROBES, assert_clean, finish, load
+from .scenario import PROBES, assert_clean, finish, load, mark_ready, unit_time
 
 pytestmark = pytest.mark.usefixtures("healthy")
 
@@ -238,6 +238,8 @@ def test_bounded_reads_with_200k_todos_during_a_kill_9() -> None:
         PROBES.on_instance(SICK, f"kill -9 $(systemctl show -p MainPID --value {UNIT})")
         run.mark("recover")
         wait_until(f"instance {SICK} healthy", lambda: PROBES.instance_healthy(SICK), timeout=60)
+        run.mark_at("fault", unit_time(SICK, "ActiveExitTimestamp"))
+        mark_ready(run, SICK)
         for one in run:
             one.wait()
         sampler.stop()

@@ -24,7 +24,7 @@ from tests.support.model import LOADBALANCER_GROUP, PUBLIC_URL, REDIS_GROUP, TOP
 from tests.support.wait import wait_until
 
 from .loadgen import LoadRun
-from .scenario import LOAD, PROBES, Loads, assert_clean, assert_kept, evidence, finish, load, unclear
+from .scenario import LOAD, PROBES, assert_clean, assert_kept, evidence, finish, load, mark_ready, unclear, unit_time
 
 pytestmark = pytest.mark.usefixtures("healthy")
 
@@ -44,13 +44,6 @@ NGINX_ERROR_LOG = "/var/log/nginx/error.log"
 # What NGINX logs when it takes an upstream server out (warn) or has none left (error).
 EJECTED = ("upstream server temporarily disabled", "no live upstreams")
 
-def unit_time(instance: str, prop: str) -> float:
-    """A monotonic timestamp systemd keeps for the instance's unit (on the nspawn lab, this
-    host's clock: time.monotonic())."""
-    usec = on_instance(instance, f"systemctl show -p {prop}Monotonic --value todo-api@{instance}").stdout
-    return int(usec.strip()) / 1e6
-
-
 def is_memory_warning(message: str) -> bool:
     """The instance's level-40 line: it turned unhealthy over its memory threshold."""
     return message.startswith("{") and json.loads(message).get("level") == 40 and "memoryPercent" in message
@@ -62,16 +55,6 @@ def turned_unhealthy_at(instance: str, since: str) -> float:
     out = on_instance(instance, f"journalctl -u todo-api@{instance} -p warning --since '{since}' -o json --no-pager").stdout
     entries = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     return next(int(e["__MONOTONIC_TIMESTAMP"]) / 1e6 for e in entries if is_memory_warning(str(e.get("MESSAGE", ""))))
-
-
-# The fault and readiness moments are the system's own clocks where it has them (a unit
-# leaving active, a unit ready again, the instance's own unhealthy line), not when a command
-# was issued from here: isolation and readmission are then the load balancer's, not the time
-# SSH or Ansible take to start.
-def mark_ready(run: Loads, instance: str) -> None:
-    """Mark `ready`: when the instance's unit last became active (Type=notify: READY=1 is
-    sent once it serves and has reached Redis). Readmission is timed from there."""
-    run.mark_at("ready", unit_time(instance, "ActiveEnterTimestamp"))
 
 
 SEED_JQ = f"""for i in 1 2 3 4 5; do curl -s {PUBLIC_URL}/api/health | jq -r '.instance + " - " + .status'; done"""
