@@ -177,7 +177,7 @@ def test_our_other_lines_are_the_formatters_too(level: int) -> None:
 
 
 def test_the_cached_clock_gives_iso_time() -> None:
-    clock = logs._Clock()
+    clock = logs.Clock()
     base = datetime(2026, 12, 2, 23, 59, 58, tzinfo=UTC).timestamp()
     steps = [i / 1000 for i in range(3000)] + [0.9994999, 0.9995, 0.9999995, 0.99999949, 1.0]
     for t in [base + d for d in steps] + [1e9 + 0.0005, 1800000000.123456]:

@@ -69,3 +69,78 @@ async def test_every_route_calls_the_service(
         "create", "create", "create", "list", "list", "get", "patch", "patch", "delete", "delete"
     ]
     assert rdb.hlen("todos:data") == 2
+
+
+TEXTOS = ["uno", 'comillas " y \\ barra', "ñandú €", "emoji 😀", "ctl \x00\x1f\x7f",
+          "tab\tnl\n", "x" * 500]
+
+
+def test_create_parts_are_what_json_dumps_gives() -> None:
+    """The fast-built strings of TodoService.create: the bytes json.dumps made before."""
+    import hashlib
+    import re
+    import uuid
+    from datetime import UTC, datetime
+    from json.encoder import encode_basestring_ascii as _json_ascii
+
+    from todo_api import service
+
+    for texto in TEXTOS:
+        payload = TodoIn(texto=texto)
+        assert service.texto_fingerprint(payload.texto) == hashlib.sha256(
+            json.dumps(payload.model_dump(), sort_keys=True).encode()
+        ).hexdigest()
+        body = json.dumps(
+            {"id": "ab" * 16, "texto": payload.texto, "completada": False,
+             "createdAt": "2026-12-02T21:30:00.123Z", "instance": "1"}, separators=(",", ":"))
+        fp = service.texto_fingerprint(payload.texto)
+        assert json.loads(body)["texto"] == payload.texto
+        record = json.dumps({"state": "done", "fp": fp, "status": 201, "body": body})
+        assert record == (
+            f'{{"state": "done", "fp": "{fp}", "status": 201, '
+            f'"body": {_json_ascii(body)}}}'
+        )
+    for _ in range(2000):
+        tid = service.new_id()
+        u = uuid.UUID(hex=tid)
+        assert (u.version, u.variant, u.hex) == (4, uuid.RFC_4122, tid)
+    before = datetime.now(UTC)
+    now = service._now()
+    after = datetime.now(UTC)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", now)
+    fmt = "%Y-%m-%dT%H:%M:%S.%f"
+    parsed = datetime.strptime(now[:-1], fmt).replace(tzinfo=UTC)
+    assert before.replace(microsecond=before.microsecond // 1000 * 1000) <= parsed <= after
+
+
+async def test_service_bodies_match_json_dumps(make_client: Callable[..., Any]) -> None:
+    _, rt = await make_client()
+    svc = TodoService(rt)
+    for i, texto in enumerate(TEXTOS):
+        for key in (None, f"k{i}"):
+            r = await svc.create(TodoIn(texto=texto), key)
+            todo = json.loads(bytes(r.body))
+            assert bytes(r.body) == json.dumps(todo, separators=(",", ":")).encode()
+            assert list(todo) == ["id", "texto", "completada", "createdAt", "instance"]
+            assert (todo["texto"], todo["instance"]) == (TodoIn(texto=texto).texto,
+                                                         rt.settings.instance)
+
+
+def test_json_bytes_is_the_response_it_replaces() -> None:
+    from starlette.responses import Response
+
+    from todo_api.service import JsonBytes
+
+    for body, status, headers in [
+        (b'{"a":1}', 201, None),
+        (b"[]", 200, {"X-Total-Count": "0"}),
+        (b"[1]", 200, {"X-Total-Count": "7", "Link": '</api/todos?cursor=3>; rel="next"'}),
+        (b'{"b":2}', 201, {"Idempotent-Replayed": "true"}),
+        (b"", 200, None),
+    ]:
+        want = Response(body, status_code=status, media_type="application/json", headers=headers)
+        raw = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+        got = JsonBytes(body, status, raw or None)
+        assert (got.status_code, got.body, got.raw_headers, got.media_type, got.background) == (
+            want.status_code, want.body, want.raw_headers, want.media_type, want.background
+        )

@@ -80,7 +80,7 @@ def iso_time(created: float) -> str:
     )
 
 
-class _Clock:
+class Clock:
     """``iso_time(time.time())`` with the date and time of day kept per whole second."""
 
     __slots__ = ("prefix", "second")
@@ -234,7 +234,7 @@ class JsonLogger:
         self.write = write if instance is not None else None
         self.level = level
         self.journal = journal
-        self._clock = _Clock()
+        self._clock = Clock()
         self._formatter = logging.Formatter()  # formatException only
         self._request_on = self.write is not None and level <= logging.INFO
         prefix = f"<{SYSLOG_PRIORITIES[logging.INFO]}>" if journal else ""

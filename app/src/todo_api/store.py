@@ -43,6 +43,13 @@ IDEM_PREFIX = "todos:idem:"  # string: idempotency record JSON {state, fp, statu
 # added. The todos come back as HMGET's array (nil for one deleted meanwhile) and the client
 # joins them: building one JSON string inside Lua (table.concat, and the garbage it leaves)
 # more than doubled Redis' CPU per page of 100 (180 -> 82 us, INFO cpu; no WITHSCORES either).
+# What is left is Lua's own: Redis' Lua hashes every byte of every string that enters it
+# (redis 7f88923b4, "Use all characters to calculate string hash", in Debian 12's 7.0.15), and
+# here ~17 KB do per page of 100 (the ids, then HMGET's JSON): ~28% of Redis' CPU in perf. A
+# script that only runs ZRANGE + HMGET, returning nothing, already costs ~55 us (ZRANGE alone
+# ~24); EVAL, FCALL, no-writes flags or RESP3 change nothing. <= 40 us (issue 16) needs the
+# JSON to stay out of Lua: a module command (same keys, ~35 us in bench.py) or the JSON in a
+# zset scored by seq (read by ZRANGE in MULTI, ~24 us in bench.py, a layout change).
 _LIST = """
 local limit = tonumber(ARGV[1])
 local rows
