@@ -49,12 +49,14 @@ def is_memory_warning(message: str) -> bool:
     return message.startswith("{") and json.loads(message).get("level") == 40 and "memoryPercent" in message
 
 
-def turned_unhealthy_at(instance: str, since: str) -> float:
+def turned_unhealthy_at(instance: str, since: str) -> float | None:
     """When the instance first said it was over its memory threshold after `since` (its
-    journal's monotonic timestamp of that line)."""
+    journal's monotonic timestamp of that line); None if it never did (an allocation past the
+    limit can be killed before the next memory reading)."""
     out = on_instance(instance, f"journalctl -u todo-api@{instance} -p warning --since '{since}' -o json --no-pager").stdout
     entries = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    return next(int(e["__MONOTONIC_TIMESTAMP"]) / 1e6 for e in entries if is_memory_warning(str(e.get("MESSAGE", ""))))
+    found = (int(e["__MONOTONIC_TIMESTAMP"]) / 1e6 for e in entries if is_memory_warning(str(e.get("MESSAGE", ""))))
+    return next(found, None)
 
 
 SEED_JQ = f"""for i in 1 2 3 4 5; do curl -s {PUBLIC_URL}/api/health | jq -r '.instance + " - " + .status'; done"""
@@ -72,7 +74,9 @@ def test_seed_scenario_stress_and_recover_through_the_management_plane() -> None
     assert any(map(is_memory_warning, warnings.splitlines())), (
         f"journalctl -p warning shows no level-40 memory line: {warnings[-2000:]}"
     )
-    run.mark_at("fault", turned_unhealthy_at(SICK, since))
+    unhealthy = turned_unhealthy_at(SICK, since)
+    assert unhealthy is not None, "the instance logged no level-40 memory line"
+    run.mark_at("fault", unhealthy)
     # The seed's own check, as written in it: five health checks through NGINX.
     seen = subprocess.run(["bash", "-c", SEED_JQ], capture_output=True, text=True, check=True).stdout.split("\n")
     # Always the other instance, never an unhealthy one; DEGRADED (its Redis check timed out
@@ -111,7 +115,8 @@ def test_past_the_limit_the_kernel_oom_kills_and_systemd_restarts() -> None:
     )
     run.mark("recover")
     wait_until(f"instance {SICK} healthy after the OOM kill", lambda: instance_healthy(SICK), timeout=60)
-    run.mark_at("fault", turned_unhealthy_at(SICK, since))
+    if (unhealthy := turned_unhealthy_at(SICK, since)) is not None:  # else: from the stress's start
+        run.mark_at("fault", unhealthy)
     mark_ready(run, SICK)
     journal = on_instance(SICK, f"journalctl -u {UNIT} --since '{since}' --no-pager -o cat").stdout
     careful, naive = finish(run, "past MemoryMax: OOM kill", sick=SICK)
