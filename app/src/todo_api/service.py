@@ -6,12 +6,10 @@ both give the same answers; neither talks to the store itself."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 from collections.abc import Sequence
 from json.encoder import encode_basestring_ascii as _json_ascii  # json.dumps' str encoder
-from typing import Any
 
 from starlette.responses import JSONResponse, Response
 
@@ -51,13 +49,9 @@ class JsonBytes(Response):
         self.raw_headers = [*headers, length, _JSON_CT] if headers else [length, _JSON_CT]
 
 
-def fingerprint(payload: dict[str, Any]) -> str:
-    """SHA-256 of a validated body: what an Idempotency-Key is bound to."""
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
 def texto_fingerprint(texto: str) -> str:
-    """``fingerprint(TodoIn(texto=texto).model_dump())`` without the dict and the encoder:
+    """sha256 of ``json.dumps(TodoIn(texto=texto).model_dump(), sort_keys=True)`` without the
+    dict and the encoder:
     json.dumps of ``{"texto": texto}`` (one key, default separators, ASCII) is this string."""
     return hashlib.sha256(f'{{"texto": {_json_ascii(texto)}}}'.encode()).hexdigest()
 
