@@ -97,6 +97,16 @@ def test_the_sections_start_by_activating_the_venv() -> None:
     assert BLOCKS and BLOCKS[0].strip() == ACTIVATE, BLOCKS[:1]
 
 
+FOLLOW = re.compile(r"^[^#\n]*\b(?:tail|journalctl|less)\b[^#\n]*\s(?:-f|-F|--follow|\+F)(?:\s|$)", re.MULTILINE)
+
+
+def test_every_block_ends_by_itself() -> None:
+    """A block that follows a log (tail -f, journalctl -f) never ends: run as typed, it would
+    hold the test for BLOCK_SECONDS and fail on the timeout. The README shows the bounded form."""
+    following = [m.group(0).strip() for block in BLOCKS for m in FOLLOW.finditer(block)]
+    assert not following, f"these README commands follow a log and never end: {following}"
+
+
 def test_the_activation_gives_the_projects_pinned_tools() -> None:
     """What the first block is for: after it, the shell runs the venv's Ansible (pinned in
     requirements/), not whatever the machine may have on its PATH."""
