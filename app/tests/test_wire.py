@@ -128,6 +128,42 @@ def test_a_silent_node_is_left_at_its_first_timeout(server: RedisServer) -> None
         new.stop()
 
 
+def test_connections_opening_together_share_one_locate(server: RedisServer) -> None:
+    """Every slot of an empty pool opening at once (a failover, a start under load) asks
+    locate() once, not once per slot; a failed locate fails its waiters and the next opening
+    asks again."""
+    calls = 0
+    fail = True
+
+    async def locate() -> Address:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.05)
+        if fail:
+            raise RedisConnectionError("no Sentinel answered")
+        return ("127.0.0.1", server.port)
+
+    async def scenario() -> None:
+        nonlocal fail
+        pool = Pool(locate, timeout=1.0, connect_timeout=1.0, readers=4, writers=8)
+        try:
+            failed = await asyncio.gather(
+                *(pool.call("w", "PING") for _ in range(8)), return_exceptions=True
+            )
+            assert all(isinstance(r, RedisConnectionError) for r in failed), failed
+            assert calls == 1
+            fail = False
+            replies = await asyncio.gather(
+                *(pool.call(g, "PING") for g in ("r", "w") for _ in range(8))
+            )
+            assert replies == [b"PONG"] * 16
+            assert calls == 2
+        finally:
+            await pool.disconnect()
+
+    run(scenario)
+
+
 def test_a_connection_closed_by_redis_is_replaced(server: RedisServer) -> None:
     async def scenario() -> None:
         pool = pool_for(server.port, readers=1)

@@ -211,6 +211,7 @@ class Pool:
         }
         self.next = {"r": 0, "w": 0}
         self.connecting: dict[tuple[str, int], asyncio.Future[Connection]] = {}
+        self.locating: asyncio.Future[Address] | None = None
 
     async def connection(self, group: str) -> Connection:
         slots = self.slots[group]
@@ -236,8 +237,25 @@ class Pool:
             opening.add_done_callback(done)
         return await asyncio.shield(opening)
 
+    async def located(self) -> Address:
+        """The primary's address: one locate() in flight, shared by every connection opening
+        meanwhile (after a failover every empty slot opens at once; each asking the Sentinels
+        on its own was dozens of questions for one answer)."""
+        if self.locating is None:
+            locating = asyncio.ensure_future(self.locate())
+            self.locating = locating
+
+            def done(f: asyncio.Future[Address]) -> None:
+                if self.locating is f:
+                    self.locating = None
+                if not f.cancelled():
+                    f.exception()  # retrieved: the waiters re-raise it
+
+            locating.add_done_callback(done)
+        return await asyncio.shield(self.locating)
+
     async def _open(self) -> Connection:
-        address = await self.locate()
+        address = await self.located()
         if address != self.address:
             self.moved_to(address)
         loop = asyncio.get_running_loop()
@@ -303,6 +321,8 @@ class Pool:
                 if conn is not None:
                     conn.close()
                     slots[i] = None
+        if self.locating is not None:
+            self.locating.cancel()
         for opening in list(self.connecting.values()):
             opening.cancel()
             with contextlib.suppress(BaseException):
