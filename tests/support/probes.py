@@ -145,7 +145,8 @@ class Probes:
         rows = []
         for run in runs:
             lost, duplicated = run.check_todos(stored)
-            rows.append(run.report(name, lost, duplicated, instance=instance, recover=recover))
+            others = [r for r in runs if r is not run]
+            rows.append(run.report(name, lost, duplicated, instance=instance, recover=recover, together=others))
         self.forget({str(t["id"]) for t in stored} | {a.id for run in runs for a in run.acknowledged})
         return rows
 
