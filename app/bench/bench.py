@@ -21,14 +21,17 @@ The servers:
   through its API; it ignores ``Idempotency-Key`` (the seed had none), so that row is a plain
   create.
 
-    .venv/bin/python app/bench/bench.py [--duration 5] [--connections 32] [--threads 1]
+    .venv/bin/python app/bench/bench.py [--duration 5] [--rounds 3] [--connections 32] [--threads 1]
 
 Per row: req/s, p99 latency, server CPU us per request (/proc/<pid>/stat utime+stime of the
 server and any descendants, delta over the measured window / completed requests), Redis CPU us
 per request (the same for redis-server), the server's RSS after the run, non-2xx answers; per
 request, the ratios halab / Express (req/s, and per core: requests per second of server CPU)
-and halab / uvicorn hello. Then the done-when figures of issue 16 with a verdict. It prints
-figures; it never fails on them.
+and halab / uvicorn hello. Every row runs --rounds times, the rounds one after the other over
+the whole table (a slow minute of a shared box then touches one round of every row, not every
+round of one row), each from the same 100 todos; a row shows its median round by server CPU
+per request. Then the done-when figures of issue 16 with a verdict, each with its value in every
+round. It prints figures; it never fails on them.
 """
 
 from __future__ import annotations
@@ -303,6 +306,16 @@ def run_python(port: int, sc: Scenario, total: int, conns: int) -> Result:
 # --- servers --------------------------------------------------------------------------------
 
 
+def flush_redis(port: int) -> None:
+    """FLUSHALL: every server's todos gone (a round's POST rows add tens of thousands, and the
+    seed's GET lists them all)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"*1\r\n$8\r\nFLUSHALL\r\n")
+        reply = s.recv(64)
+    if not reply.startswith(b"+OK"):
+        raise RuntimeError(f"FLUSHALL -> {reply!r}")
+
+
 def prefill(port: int, n: int) -> int:
     """n todos through the server's own API; returns how many GET /api/todos lists."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -339,6 +352,13 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None or b == 0 else a / b
 
 
+def median_round(runs: list[Result]) -> Result:
+    """The round whose server CPU per request is the median (the lower one of an even count):
+    one real run's figures, not a mix of several."""
+    ranked = sorted(runs, key=lambda r: r.server_us if r.server_us is not None else float("inf"))
+    return ranked[(len(ranked) - 1) // 2]
+
+
 def per_core(r: Result | None) -> float | None:
     """Requests per second of server CPU (1 core busy for 1 s)."""
     return None if r is None or not r.server_us else 1e6 / r.server_us
@@ -348,6 +368,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--duration", type=float, default=5.0, help="seconds per measured run (wrk)")
     ap.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up per run")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="runs of the whole table; each row shows its median round")
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1, help="wrk threads")
     ap.add_argument("--requests", type=int, default=2000, help="fallback client only")
@@ -412,38 +434,45 @@ def main() -> None:
             pids["express"] = procs[-1].pid
         for port in ports.values():
             wait_port(port)
-        for name in ("halab", "express"):
-            if name in ports and (count := prefill(ports[name], 100)) != 100:
-                raise RuntimeError(f"{name}: expected 100 todos after prefill, got {count}")
 
-        results: dict[tuple[str, str], Result] = {}
-        for sc in SCENARIOS:  # request-major: the four servers of one row group run back to back
-            for name in servers:
-                port = ports[name]
-                if wrk is not None:
-                    run_wrk(wrk, lua, port, sc, args.warmup, args.connections, args.threads,
-                            gen_cpu)
-                else:
-                    if gen_cpu is not None:
-                        os.sched_setaffinity(0, {gen_cpu})
-                    run_python(port, sc, max(200, args.requests // 10), args.connections)
-                s0, r0 = cpu_seconds(pids[name]), cpu_seconds(redis.pid)
-                if wrk is not None:
-                    r = run_wrk(wrk, lua, port, sc, args.duration, args.connections,
-                                args.threads, gen_cpu)
-                else:
-                    r = run_python(port, sc, args.requests, args.connections)
-                s1, r1 = cpu_seconds(pids[name]), cpu_seconds(redis.pid)
-                if r.requests:
-                    r.server_us = (s1 - s0) * 1e6 / r.requests
-                    r.redis_us = (r1 - r0) * 1e6 / r.requests
-                r.rss_mb = rss_mb(pids[name])
-                results[(sc.name, name)] = r
+        rounds: dict[tuple[str, str], list[Result]] = {}
+        # Round-major; within a round request-major: the four servers of one row group run back
+        # to back.
+        for _ in range(max(1, args.rounds)):
+            # every round from the same 100 todos
+            flush_redis(rport)
+            for name in ("halab", "express"):
+                if name in ports and (count := prefill(ports[name], 100)) != 100:
+                    raise RuntimeError(f"{name}: expected 100 todos after prefill, got {count}")
+            for sc in SCENARIOS:
+                for name in servers:
+                    port = ports[name]
+                    if wrk is not None:
+                        run_wrk(wrk, lua, port, sc, args.warmup, args.connections, args.threads,
+                                gen_cpu)
+                    else:
+                        if gen_cpu is not None:
+                            os.sched_setaffinity(0, {gen_cpu})
+                        run_python(port, sc, max(200, args.requests // 10), args.connections)
+                    s0, r0 = cpu_seconds(pids[name]), cpu_seconds(redis.pid)
+                    if wrk is not None:
+                        r = run_wrk(wrk, lua, port, sc, args.duration, args.connections,
+                                    args.threads, gen_cpu)
+                    else:
+                        r = run_python(port, sc, args.requests, args.connections)
+                    s1, r1 = cpu_seconds(pids[name]), cpu_seconds(redis.pid)
+                    if r.requests:
+                        r.server_us = (s1 - s0) * 1e6 / r.requests
+                        r.redis_us = (r1 - r0) * 1e6 / r.requests
+                    r.rss_mb = rss_mb(pids[name])
+                    rounds.setdefault((sc.name, name), []).append(r)
+        results = {key: median_round(runs) for key, runs in rounds.items()}
 
         if wrk is not None:
             print(f"load generator: wrk -t{args.threads} -c{args.connections} "
-                  f"-d{max(1, round(args.duration))}s (+{args.warmup:g}s warm-up) per row, "
-                  "127.0.0.1")
+                  f"-d{max(1, round(args.duration))}s (+{args.warmup:g}s warm-up) per row and "
+                  f"round, {max(1, args.rounds)} rounds (each row: its median round by server "
+                  "CPU per request), 127.0.0.1")
         else:
             print(f"load generator: FALLBACK in-process Python client (wrk not found: "
                   f"apt-get install -y wrk), {args.requests} requests, {args.connections} "
@@ -477,25 +506,46 @@ def main() -> None:
                   f"vs uvicorn hello {vs_uv}")
 
         print()
-        print("done when (issue 16); figures of this one run, noisy on a shared 2-core box:")
+        print("done when (issue 16), the median rows' figures; [each round's], noisy on a "
+              "shared 2-core box:")
 
-        def verdict(label: str, value: float | None, ok: bool, target: str, unit: str) -> None:
-            shown = fmt(value, ".2f" if unit == "x" else ".1f", 6)
-            if value is not None:
-                shown += unit
-            word = "n/a" if value is None else ("PASS" if ok else "BELOW")
-            print(f"  {label:52} {shown:9} {word:5} (target {target})")
+        Figure = Callable[[int | None], float | None]
+
+        def verdict(label: str, figure: Figure, ok: Callable[[float], bool], target: str,
+                    unit: str) -> None:
+            """figure(None): from the median rows; figure(i): from round i."""
+            spec = ".2f" if unit == "x" else ".1f"
+            value = figure(None)
+            shown = fmt(value, spec, 6) + (unit if value is not None else "")
+            word = "n/a" if value is None else ("PASS" if ok(value) else "BELOW")
+            spread = ", ".join(fmt(figure(i), spec, 1) for i in range(max(1, args.rounds)))
+            print(f"  {label:52} {shown:9} {word:5} (target {target}) [{spread}]")
+
+        def row(scenario: str, name: str, i: int | None) -> Result | None:
+            """The median row (i None) or round i's."""
+            if (scenario, name) not in rounds:
+                return None
+            return results[(scenario, name)] if i is None else rounds[(scenario, name)][i]
+
+        def vs_express(scenario: str) -> Figure:
+            return lambda i: ratio(per_core(row(scenario, "halab", i)),
+                                   per_core(row(scenario, "express", i)))
 
         for sc in (POST, POST_KEY, GET):
-            x = results.get((sc.name, "express"))
-            v = ratio(per_core(results[(sc.name, "halab")]), per_core(x))
-            verdict(f"halab / Express per core, {sc.name}", v, v is not None and v >= 3,
+            verdict(f"halab / Express per core, {sc.name}", vs_express(sc.name), lambda v: v >= 3,
                     ">= 3x", "x")
-        v = ratio(results[(POST.name, "halab")].rps, results[(POST.name, "hello")].rps)
-        verdict(f"halab / uvicorn hello req/s, {POST.name}", v, v is not None and v >= 0.45,
+
+        def vs_hello(i: int | None) -> float | None:
+            ours, hello = row(POST.name, "halab", i), row(POST.name, "hello", i)
+            return ratio(ours.rps if ours else None, hello.rps if hello else None)
+
+        def redis_per_get(i: int | None) -> float | None:
+            ours = row(GET.name, "halab", i)
+            return ours.redis_us if ours else None
+
+        verdict(f"halab / uvicorn hello req/s, {POST.name}", vs_hello, lambda v: v >= 0.45,
                 ">= 0.45x", "x")
-        v = results[(GET.name, "halab")].redis_us
-        verdict(f"Redis CPU per {GET.name}, halab", v, v is not None and v <= 40,
+        verdict(f"Redis CPU per {GET.name}, halab", redis_per_get, lambda v: v <= 40,
                 "<= 40 us", " us")
     finally:
         for p in reversed(procs):
