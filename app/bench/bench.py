@@ -54,6 +54,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from redis import Redis
+
 HELLO = """
 import json
 BODY = json.dumps({"hello": "world"}).encode()
@@ -306,16 +308,6 @@ def run_python(port: int, sc: Scenario, total: int, conns: int) -> Result:
 # --- servers --------------------------------------------------------------------------------
 
 
-def flush_redis(port: int) -> None:
-    """FLUSHALL: every server's todos gone (a round's POST rows add tens of thousands, and the
-    seed's GET lists them all)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(b"*1\r\n$8\r\nFLUSHALL\r\n")
-        reply = s.recv(64)
-    if not reply.startswith(b"+OK"):
-        raise RuntimeError(f"FLUSHALL -> {reply!r}")
-
-
 def prefill(port: int, n: int) -> int:
     """n todos through the server's own API; returns how many GET /api/todos lists."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -435,12 +427,15 @@ def main() -> None:
         for port in ports.values():
             wait_port(port)
 
+        n_rounds = max(1, args.rounds)
         rounds: dict[tuple[str, str], list[Result]] = {}
         # Round-major; within a round request-major: the four servers of one row group run back
         # to back.
-        for _ in range(max(1, args.rounds)):
-            # every round from the same 100 todos
-            flush_redis(rport)
+        for _ in range(n_rounds):
+            # every round from the same 100 todos: a round's POST rows add tens of thousands,
+            # and the seed's GET lists them all
+            with Redis(host="127.0.0.1", port=rport) as flushing:
+                flushing.flushall()
             for name in ("halab", "express"):
                 if name in ports and (count := prefill(ports[name], 100)) != 100:
                     raise RuntimeError(f"{name}: expected 100 todos after prefill, got {count}")
@@ -471,7 +466,7 @@ def main() -> None:
         if wrk is not None:
             print(f"load generator: wrk -t{args.threads} -c{args.connections} "
                   f"-d{max(1, round(args.duration))}s (+{args.warmup:g}s warm-up) per row and "
-                  f"round, {max(1, args.rounds)} rounds (each row: its median round by server "
+                  f"round, {n_rounds} rounds (each row: its median round by server "
                   "CPU per request), 127.0.0.1")
         else:
             print(f"load generator: FALLBACK in-process Python client (wrk not found: "
@@ -518,7 +513,7 @@ def main() -> None:
             value = figure(None)
             shown = fmt(value, spec, 6) + (unit if value is not None else "")
             word = "n/a" if value is None else ("PASS" if ok(value) else "BELOW")
-            spread = ", ".join(fmt(figure(i), spec, 1) for i in range(max(1, args.rounds)))
+            spread = ", ".join(fmt(figure(i), spec, 1) for i in range(n_rounds))
             print(f"  {label:52} {shown:9} {word:5} (target {target}) [{spread}]")
 
         def row(scenario: str, name: str, i: int | None) -> Result | None:
