@@ -198,12 +198,14 @@ def test_redis_down_refuses_clearly_ejects_no_instance_and_resumes() -> None:
 
     Every refusal is the API's own (X-Instance) JSON 503 + Retry-After; NGINX
     takes no instance out (its error log, at warn, says neither "temporarily
-    disabled" nor "no live upstreams"); the careful client loses nothing and
+    disabled" nor "no live upstreams", and the upstream watcher shuts none out:
+    /livez does not ask Redis); the careful client loses nothing and
     fails nothing; the naive one fails only with those clear 503s. The first
     successful request after Redis is started again is a printed figure.
     """
     assert_error_log_at_warn()
     offset = int(on_node(LB_NODE, f"stat -c %s {NGINX_ERROR_LOG}").stdout.strip())
+    watch_since = on_node(LB_NODE, "date +%s.%N").stdout.strip()
     run = load()
     time.sleep(3)
     run.mark("fault")
@@ -221,6 +223,8 @@ def test_redis_down_refuses_clearly_ejects_no_instance_and_resumes() -> None:
     logged = on_node(LB_NODE, f"tail -c +{offset + 1} {NGINX_ERROR_LOG}").stdout
     ejected = [line for line in logged.splitlines() if any(e in line for e in EJECTED)]
     assert not ejected, "NGINX took an instance out during the Redis outage:\n" + "\n".join(ejected[:10])
+    shut = [e for e in watcher_events(LB_NODE, watch_since) if e.get("event") == "shut-out" and e.get("peers")]
+    assert not shut, f"the upstream watcher shut an instance out during the Redis outage: {shut[:5]}"
     refusals = [(o.method, r) for one in run for o in one.outcomes for r in o.refusals]
     assert refusals, "no request met the outage: the scenario tested nothing"
     # Told to come back, by the API itself: JSON 503 + Retry-After, X-Instance set.
@@ -234,6 +238,12 @@ def test_redis_down_refuses_clearly_ejects_no_instance_and_resumes() -> None:
     assert_kept(naive)
     assert naive["failures"], "the naive client met no outage"
     assert not unclear(run.naive.failures(), api_only=True), unclear(run.naive.failures(), api_only=True)[:10]
+
+
+def watcher_events(node: str, since: str) -> list[dict[str, object]]:
+    """The upstream watcher's journal lines on `node` since the epoch time `since`."""
+    out = on_node(node, f"journalctl -u halab-upstream-watch --since @{since} -o cat --no-pager").stdout
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
 def redis_errors(instance: str) -> float:

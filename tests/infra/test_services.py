@@ -114,14 +114,18 @@ def test_nginx(host: Host) -> None:
 
 
 def test_upstream_watcher_watches_every_instance_with_one_privilege(host: Host) -> None:
-    """The watcher that closes NGINX's sockets to an unreachable instance: every instance of
-    the model is a peer, and it runs as a throwaway user with CAP_NET_ADMIN alone."""
+    """The watcher that shuts NGINX out of a silent instance: every instance of the model is a
+    peer, it resets NGINX's workers' packets (the user of nginx.conf), it runs as a throwaway
+    user with CAP_NET_ADMIN alone, and with every instance answering nothing is shut out."""
     if LOADBALANCER_GROUP not in groups_of(host):
         pytest.skip("not a load balancer")
     pid = host.check_output("systemctl show -p MainPID --value halab-upstream-watch")
     argv = host.file(f"/proc/{pid}/cmdline").content_string.split("\0")
     peers = {argv[i + 1] for i, arg in enumerate(argv) if arg == "--peer"}
     assert peers == {f"{i.address}:{i.port}" for i in TOPO.instances}
+    worker_user = re.search(r"^user\s+([^;\s]+)", host.file("/etc/nginx/nginx.conf").content_string, re.M)
+    assert worker_user and argv[argv.index("--user") + 1] == worker_user.group(1), (worker_user, argv)
+    assert "halab_upstream_watch" not in host.check_output("nft list tables")
     status = host.file(f"/proc/{pid}/status").content_string
     caps = {k: int(v, 16) for k, v in re.findall(r"^(Cap(?:Eff|Bnd|Amb)):\s+([0-9a-f]+)$", status, re.M)}
     granted = 1 << 12  # CAP_NET_ADMIN (linux/capability.h)
