@@ -3,8 +3,12 @@
 wrk (the host's binary) runs in a load balancer node's network namespace, so both paths start at
 the same place and the firewall lets it reach the instance: directly, `http://<instance>/...`;
 through NGINX, `http://<that balancer's address>/...` (NGINX listens on every address). Every
-other instance is stopped for the run, so NGINX has one instance to send to, and started again
-afterwards. 100 todos are stored first (and deleted after) for `GET /api/todos?limit=100`.
+other instance is drained on that balancer for the run (nginx_lb's `drain`, as
+playbooks/rolling-restart.yml does: rendered `down`, reloaded), so NGINX has one instance to
+send to, and put back afterwards. Not stopped: NGINX runs without its passive check
+(max_fails=0), so a stopped instance would still be tried on its turn in the round robin,
+every other request a refused connection and an error-log line, which is not the cost of
+balancing one instance. 100 todos are stored first (and deleted after) for `GET /api/todos?limit=100`.
 Each path runs twice in turn (direct, NGINX, direct, NGINX) and the better run of each counts:
 the lab shares this host's cores with everything else. Bounded: wrk -d per run, lab addresses only.
 
@@ -23,7 +27,7 @@ from dataclasses import dataclass
 import httpx
 
 from lab import node, state
-from tests.support.lab import on_node
+from tests.support.ansible import drain
 from tests.support.model import LOADBALANCER_GROUP, PUBLIC_URL, TOPO, first
 from tests.support.wait import wait_until
 
@@ -68,11 +72,6 @@ def wrk(prefix: list[str], url: str, seconds: int, connections: int) -> Run:
     return parse_wrk(subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=seconds + 30).stdout)
 
 
-def set_others(instances: list[str], action: str) -> None:
-    for i in instances:
-        on_node(TOPO.instance(i).host, f"systemctl {action} todo-api@{i}")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
@@ -81,8 +80,9 @@ def main() -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk missing: apt-get install -y wrk")
     lb = first(LOADBALANCER_GROUP)
-    target, *others = (str(i.id) for i in TOPO.instances)
+    target, *rest = (str(i.id) for i in TOPO.instances)
     inst = TOPO.instance(target)
+    others = sorted({TOPO.instance(i).host for i in rest} - {inst.host})  # drained by host
     prefix = in_netns(lb.name)
     if prefix is None:
         print("load balancer cost: no lab is up (make lab, then make bench): not measured")
@@ -92,7 +92,7 @@ def main() -> None:
         try:
             for i in range(FILL):
                 ids.append(client.post("/api/todos", json={"texto": f"bench lb {i}"}).raise_for_status().json()["id"])
-            set_others(others, "stop")
+            drain(lb.name, others)
             wait_until(
                 f"NGINX on {lb.name} sending to instance {target} alone",
                 lambda: all(client.get("/api/health").headers.get("x-instance") == target for _ in range(10)),
@@ -107,7 +107,7 @@ def main() -> None:
                         if (path, name) not in best or r.rps > best[(path, name)].rps:
                             best[(path, name)] = r
         finally:
-            set_others(others, "start")
+            drain(lb.name, [])
             for todo_id in ids:
                 client.delete(f"/api/todos/{todo_id}")
     print(

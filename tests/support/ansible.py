@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -40,5 +41,15 @@ def playbook(
     cmd = [venv_tool("ansible-playbook"), *(["-i", inventory] if inventory else []), f"playbooks/{name}", *args]
     for key, value in extra.items():
         cmd += ["-e", f"{key}={value}"]
-    env = {"ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), **os.environ, **(env_extra or {})}
-    return run(cmd, check=check, timeout=timeout, env=env)
+    return run(cmd, check=check, timeout=timeout, env=ansible_env(env_extra))
+
+
+def ansible_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    return {"ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), **os.environ, **(extra or {})}
+
+
+def drain(balancer: str, hosts: list[str], timeout: float = 120) -> None:
+    """Render `balancer`'s upstream with `hosts` down (nginx_lb's `drain` entry point, as
+    playbooks/rolling-restart.yml does; [] puts every host back) and reload NGINX."""
+    cmd = [venv_tool("ansible"), balancer, "-m", "ansible.builtin.include_role", "-a", "name=nginx_lb tasks_from=drain"]
+    run([*cmd, "-e", json.dumps({"nginx_lb_upstream_down": hosts})], timeout=timeout, env=ansible_env())
