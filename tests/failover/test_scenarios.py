@@ -155,6 +155,32 @@ def test_process_faults(name: str, fault: str, recover: str | None) -> None:
     assert_clean(naive, run.naive)
 
 
+def test_a_stuck_process_is_shut_out_and_back_the_moment_it_answers() -> None:
+    """SIGSTOP for 4 s: the node's kernel still accepts connections, the process answers
+    nothing, systemd sees nothing wrong (its watchdog allows 30 s). NGINX alone would hold the
+    requests it sent there for proxy_read_timeout (10 s). The load balancers' upstream watcher
+    finds /livez unanswered, shuts NGINX out of the instance and closes its sockets there, so
+    the requests go to the other instance; after SIGCONT the instance answers and is back."""
+    inst = TOPO.instance(SICK)
+    pid = on_instance(SICK, f"systemctl show -p MainPID --value {UNIT}").stdout.strip()
+    since = {lb.name: on_node(lb.name, "date +%s.%N").stdout.strip() for lb in TOPO.group(LOADBALANCER_GROUP)}
+    run = load()
+    time.sleep(3)
+    run.mark("fault")  # just before the signal: isolation is timed from no later than the stop
+    try:
+        on_instance(SICK, f"kill -STOP {pid}")
+        time.sleep(4)
+    finally:
+        on_instance(SICK, f"kill -CONT {pid}")
+        run.mark("recover")  # answering again: SIGCONT returned
+    careful, naive = finish(run, "process stuck (SIGSTOP 4 s)", sick=SICK)
+    hung = {lb: [e for e in watcher_events(lb, t) if e.get("event") == "hung"] for lb, t in since.items()}
+    assert all(e.get("peer") == f"{inst.address}:{inst.port}" for events in hung.values() for e in events), hung
+    assert any(hung.values()), f"no load balancer's watcher saw instance {SICK} hung: {hung}"
+    assert_clean(careful, run.careful)
+    assert_clean(naive, run.naive)
+
+
 @pytest.mark.parametrize(
     ("name", "fault", "recover"),
     [

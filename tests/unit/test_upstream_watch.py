@@ -90,9 +90,9 @@ def test_one_round_sees_answers_hung_and_refused(answering: int, stuck: int) -> 
 
 
 def test_a_peer_is_silent_only_after_fall_rounds_and_answers_at_once() -> None:
-    p = WATCH.parse_peer("10.0.0.1:8000")
+    p = WATCH.parse_peer("10.0.0.1:18000")
     WATCH.observe(p, State.UNREACHABLE, OPTS)
-    assert p.state is State.ANSWERS and not WATCH.shut_out([p, WATCH.parse_peer("10.0.0.2:8000")])
+    assert p.state is State.ANSWERS and not WATCH.shut_out([p, WATCH.parse_peer("10.0.0.2:18000")])
     WATCH.observe(p, State.HUNG, OPTS)  # two silent rounds, of either kind
     assert p.state is State.HUNG and p.silent
     WATCH.observe(p, State.ANSWERS, OPTS)
@@ -100,7 +100,7 @@ def test_a_peer_is_silent_only_after_fall_rounds_and_answers_at_once() -> None:
 
 
 def peers_in(*states: Any) -> list[Any]:
-    peers = [WATCH.parse_peer(f"10.0.0.{n}:8000") for n in range(1, len(states) + 1)]
+    peers = [WATCH.parse_peer(f"10.0.0.{n}:18000") for n in range(1, len(states) + 1)]
     for p, s in zip(peers, states, strict=True):
         p.state = s
     return peers
@@ -125,7 +125,7 @@ def test_shut_out_never_takes_every_instance(states: tuple[Any, ...], shut: list
 def test_the_ruleset_resets_only_nginx_workers_packets_and_empties_to_nothing() -> None:
     peers = peers_in(State.UNREACHABLE, State.ANSWERS)
     text = WATCH.ruleset(peers[:1], 33)
-    assert "meta skuid 33 ip daddr 10.0.0.1 tcp dport 8000 counter reject with tcp reset" in text
+    assert "meta skuid 33 ip daddr 10.0.0.1 tcp dport 18000 counter reject with tcp reset" in text
     assert "10.0.0.2" not in text
     assert text.index("flush chain") < text.index("add rule")  # rewritten whole, never appended twice
     assert WATCH.ruleset([], 33).splitlines()[-1] == f"delete table {WATCH.TABLE}"
@@ -135,7 +135,7 @@ def test_the_ruleset_resets_only_nginx_workers_packets_and_empties_to_nothing() 
 @pytest.mark.parametrize("shut", [0, 1, 2])
 def test_nft_accepts_the_ruleset(shut: int) -> None:
     peers = peers_in(State.UNREACHABLE, State.UNREACHABLE)
-    peers[1] = WATCH.parse_peer("fd00::2:8000")
+    peers[1] = WATCH.parse_peer("fd00::2:18000")
     text = WATCH.ruleset(peers[:shut], 33)
     result = subprocess.run(["nft", "--check", "-f", "-"], input=text, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr + text

@@ -242,8 +242,8 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=0.2, help="seconds a connection may take")
     parser.add_argument("--fall", type=int, default=2, help="silent rounds in a row: shut out")
     parser.add_argument("--health-path", default="/livez", help="asked on the connection")
-    parser.add_argument("--health-every", type=int, default=5, help="rounds between health requests")
-    parser.add_argument("--health-timeout", type=float, default=0.5, help="seconds the health answer may take")
+    parser.add_argument("--health-every", type=int, default=3, help="rounds between health requests")
+    parser.add_argument("--health-timeout", type=float, default=0.3, help="seconds the health answer may take")
     parser.add_argument("--user", default="www-data", help="NGINX's worker user: whose packets are reset")
     args = parser.parse_args()
     opts = Options(
