@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -19,6 +20,7 @@ import redis
 from todo_api.app import create_public_app
 from todo_api.config import Settings, parse_management
 from todo_api.runtime import Runtime
+from todo_api.store import IDS, LIST, SEQ_DIGITS
 
 
 def free_port() -> int:
@@ -140,6 +142,12 @@ async def client(make_client: Callable[..., Any]) -> httpx.AsyncClient:
     c, _ = await make_client()
     assert isinstance(c, httpx.AsyncClient)
     return c
+
+
+def put_todo(pipe: redis.client.Pipeline, todo: dict[str, Any], seq: int) -> None:
+    """A todo written straight into the store's layout (store.IDS, store.LIST)."""
+    pipe.hset(IDS, todo["id"], seq)
+    pipe.zadd(LIST, {f"{seq:0{SEQ_DIGITS}x}" + json.dumps(todo, separators=(",", ":")): seq})
 
 
 def write_v2_tree(

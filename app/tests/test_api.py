@@ -95,7 +95,7 @@ async def test_validation_errors(client: httpx.AsyncClient, rdb: redis.Redis) ->
     assert r.status_code == 422
     r = await client.get("/nowhere")
     assert r.status_code == 404 and r.json()["error"] == "not found"
-    assert rdb.hlen("todos:data") == 1  # only the valid 500-char one
+    assert rdb.hlen("todos:ids") == 1  # only the valid 500-char one
 
 
 async def test_public_port_has_no_stress(client: httpx.AsyncClient) -> None:

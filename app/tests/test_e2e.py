@@ -3,6 +3,7 @@ chunked oversized body on the wire, graceful SIGTERM, refused non-loopback manag
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -62,15 +64,16 @@ def _env(tmp_path: Path, redis_url: str, port: int, **extra: str) -> dict[str, s
     return env
 
 
-@pytest.fixture
-def server(tmp_path: Path, redis_server: RedisServer) -> Iterator[Running]:
+@contextlib.contextmanager
+def started(tmp_path: Path, redis_url: str) -> Iterator[Running]:
+    """The real server (its todo-api entry point) on a free port, killed on exit."""
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(tmp_path / "notify.sock"))
     port = free_port()
     log = tmp_path / "server.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [str(BIN / "todo-api")], env=_env(tmp_path, redis_server.url, port),
+            [str(BIN / "todo-api")], env=_env(tmp_path, redis_url, port),
             stdout=out, stderr=subprocess.STDOUT,
         )
     run = Running(proc, port, f"{tmp_path}/run/manage.sock", notify, log)
@@ -81,6 +84,12 @@ def server(tmp_path: Path, redis_server: RedisServer) -> Iterator[Running]:
             proc.kill()
             proc.wait(10)
         notify.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path, redis_server: RedisServer) -> Iterator[Running]:
+    with started(tmp_path, redis_server.url) as run:
+        yield run
 
 
 def ctl(*args: str) -> tuple[int, dict[str, object]]:
@@ -202,3 +211,40 @@ def test_real_server_head_and_header_limit(server: Running) -> None:
     assert r.startswith("HTTP/1.1 200"), r[:200]
     # the server is fine afterwards
     assert httpx.get(f"http://127.0.0.1:{port}/livez").status_code == 200
+
+
+def test_todos_of_the_earlier_layout_are_moved_on_start(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """A Redis written by the earlier version (hash todos:data id -> JSON, sorted set
+    todos:order of ids): the server moves every todo before READY=1, in order, keeps none
+    twice, drops an id whose todo is gone, and lists them as before."""
+    rdb = redis_server.client()
+    rdb.flushdb()
+    legacy: list[dict[str, Any]] = [
+        {"id": f"{i:032x}", "texto": f"antes {i}", "completada": i % 2 == 0,
+         "createdAt": "2026-01-01T00:00:00.000Z", "instance": "1"}
+        for i in range(1, 1203)  # more than two of the migration's batches
+    ]
+    pipe = rdb.pipeline(transaction=False)
+    for seq, todo in enumerate(legacy, start=1):
+        pipe.hset("todos:data", todo["id"], json.dumps(todo))
+        pipe.zadd("todos:order", {todo["id"]: seq})
+    pipe.zadd("todos:order", {"gone": len(legacy) + 1})  # its JSON was never written
+    pipe.set("todos:seq", len(legacy) + 1)
+    pipe.execute()
+    with started(tmp_path, redis_server.url) as server:
+        server.messages("READY=1")
+        base = f"http://127.0.0.1:{server.port}"
+        page = httpx.get(f"{base}/api/todos", params={"limit": 500, "order": "oldest"})
+        assert page.status_code == 200 and page.headers["x-total-count"] == str(len(legacy))
+        assert page.json() == legacy[:500]
+        one = httpx.get(f"{base}/api/todos/{legacy[-1]['id']}")
+        assert one.status_code == 200 and one.json() == legacy[-1]
+        created = httpx.post(f"{base}/api/todos", json={"texto": "después"})
+        newest = httpx.get(f"{base}/api/todos", params={"limit": 1}).json()
+        assert created.status_code == 201 and newest == [created.json()]
+        assert not rdb.exists("todos:data", "todos:order")
+        lines = [json.loads(x) for x in server.log.read_text().splitlines() if x.startswith("{")]
+        assert [x["todos"] for x in lines if x["msg"] == "storage layout migrated"] == [len(legacy)]
+    rdb.close()

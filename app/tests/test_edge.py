@@ -70,7 +70,7 @@ async def test_non_json_body_is_415(
         assert r.status_code == 415, (method, ctype)
         assert r.json() == {"error": "unsupported media type",
                             "detail": {"expected": "application/json"}}
-    assert rdb.hlen("todos:data") == 1
+    assert rdb.hlen("todos:ids") == 1
 
 
 @pytest.mark.parametrize(
@@ -117,7 +117,7 @@ async def test_keyless_post_keyed_by_request_id(
     r2 = await client.post("/api/todos", content=b'{"texto": "una"}', headers=h)
     assert (r1.status_code, r2.status_code) == (201, 201)
     assert r1.content == r2.content and r2.headers["idempotent-replayed"] == "true"
-    assert rdb.hlen("todos:data") == 1
+    assert rdb.hlen("todos:ids") == 1
     assert 0 < rdb.ttl("todos:idem:lb:" + "f00dfeed" * 4) <= 120
     other = await client.post("/api/todos", content=b'{"texto": "otra"}', headers=h)
     assert other.status_code == 422 and other.json()["detail"] is None  # not the client's key
@@ -125,12 +125,12 @@ async def test_keyless_post_keyed_by_request_id(
     own = {**h, "Idempotency-Key": "mine"}
     r3 = await client.post("/api/todos", content=b'{"texto": "una"}', headers=own)
     assert r3.status_code == 201 and "idempotent-replayed" not in r3.headers
-    assert rdb.hlen("todos:data") == 2 and 86000 < rdb.ttl("todos:idem:mine") <= 86400
+    assert rdb.hlen("todos:ids") == 2 and 86000 < rdb.ttl("todos:idem:mine") <= 86400
     # no key, no request id: a plain create every time (as the seed)
     for _ in range(2):
         plain = {"Content-Type": ctype}
         await client.post("/api/todos", content=b'{"texto": "una"}', headers=plain)
-    assert rdb.hlen("todos:data") == 4
+    assert rdb.hlen("todos:ids") == 4
 
 
 async def test_concurrent_keyless_retries_store_once(
@@ -141,7 +141,7 @@ async def test_concurrent_keyless_retries_store_once(
         *[client.post("/api/todos", json={"texto": "carrera"}, headers=h) for _ in range(20)]
     )
     assert {r.status_code for r in rs} == {201} and len({r.content for r in rs}) == 1
-    assert rdb.hlen("todos:data") == 1
+    assert rdb.hlen("todos:ids") == 1
 
 
 async def test_storage_full_is_507_and_loses_nothing(
@@ -177,7 +177,7 @@ async def test_script_error_is_500_without_internals(
     make_client: Callable[..., Any], rdb: redis.Redis
 ) -> None:
     c, _ = await make_client()
-    rdb.set("todos:order", "not a sorted set")  # WRONGTYPE inside the scripts
+    rdb.set("todos:list", "not a sorted set")  # WRONGTYPE: in the page read and the script
     for r in (await c.get("/api/todos"), await c.post("/api/todos", json={"texto": "x"})):
         assert r.status_code == 500
         assert r.json() == {"error": "internal error", "detail": None}

@@ -5,6 +5,7 @@ in-process. What the durability promise and a failover look like from the app's 
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import signal
 import subprocess
@@ -23,7 +24,7 @@ import uvloop
 from todo_api.app import create_public_app
 from todo_api.config import Settings
 from todo_api.runtime import Runtime
-from todo_api.store import DATA, NewestEpochSentinel, TodoStore
+from todo_api.store import IDS, LIST, SEQ_DIGITS, NewestEpochSentinel, TodoStore
 
 from .conftest import free_port
 
@@ -178,7 +179,7 @@ async def test_writes_go_to_the_primary_and_reach_the_replica_before_the_answer(
     # WAIT 1 in the same round trip: the replica holds it when the client has its 201
     primary = replicated.primary_port()
     replica = next(p for p in replicated.data if p.port != primary)
-    assert replica.client().hexists(DATA, todo_id)
+    assert replica.client().hexists(IDS, todo_id)
     health = (await c.get("/api/health")).json()
     assert (health["status"], health["replicas"]) == ("OK", 1), health
 
@@ -195,7 +196,7 @@ async def test_without_a_replica_writes_stand_on_the_primary_and_health_says_deg
     waited = time.monotonic() - started
     assert r.status_code == 201, r.text
     assert waited >= 0.5, "the write waited for the replica first (REPLICA_WAIT_MS 500)"
-    assert replicated.node(primary).client().hexists(DATA, r.json()["id"])
+    assert replicated.node(primary).client().hexists(IDS, r.json()["id"])
     assert rt.store.unreplicated_writes == 1
     rt.health._redis_ok = None  # the next check asks Redis instead of its 0.5 s cache
     health = (await c.get("/api/health")).json()
@@ -250,8 +251,9 @@ async def test_primary_killed_requests_ride_through_the_failover(
     assert set(statuses) == {200, 201}, sorted(set(statuses))
     new = replicated.primary_port()
     assert new != old
-    stored = replicated.node(new).client().hgetall(DATA)
-    texts = [v for v in stored.values()]
+    stored = replicated.node(new).client().hgetall(IDS)
+    members = cast(list[bytes], replicated.node(new).client().zrange(LIST, 0, -1))
+    texts = [json.loads(m[SEQ_DIGITS:])["texto"] for m in members]
     assert set(acked) <= set(stored), "acknowledged todos missing after the failover"
     assert len(texts) == len(set(texts)) == len(acked), "a todo stored twice"
     assert rt.store.failover_retries > 0, "the kill happened while requests were running"
@@ -263,7 +265,7 @@ async def test_primary_killed_requests_ride_through_the_failover(
         "replication")["role"] == "slave" and replicated.node(old).client().info(
         "replication")["master_link_status"] == "up", timeout=30)
     _wait("the rejoined node to hold every acknowledged todo",
-          lambda: set(acked) <= set(replicated.node(old).client().hkeys(DATA)))
+          lambda: set(acked) <= set(replicated.node(old).client().hkeys(IDS)))
 
 
 async def test_a_planned_switchover_loses_no_acknowledged_write(
@@ -302,7 +304,7 @@ async def test_a_planned_switchover_loses_no_acknowledged_write(
     assert set(statuses) == {201}, sorted(set(statuses))
     new = replicated.primary_port()
     for port in (new, old):
-        stored = set(replicated.node(port).client().hkeys(DATA))
+        stored = set(replicated.node(port).client().hkeys(IDS))
         assert acked <= stored, f"{len(acked - stored)} acknowledged todos missing on {port}"
     print(f"\nswitchover: {len(acked)} acknowledged, {rt.store.unreplicated_writes} without a "
           f"replica, {rt.store.failover_retries} tried again")

@@ -34,7 +34,7 @@ async def test_service_patch_and_delete(
 
     r = await svc.delete(tid)
     assert (r.status_code, r.body) == (204, b"")
-    assert rdb.hlen("todos:data") == 0
+    assert rdb.hlen("todos:ids") == 0
     r = await svc.delete(tid)
     assert r.status_code == 404
     assert json.loads(bytes(r.body)) == {"error": "todo not found", "detail": {"id": tid}}
@@ -68,7 +68,7 @@ async def test_every_route_calls_the_service(
     assert calls == [
         "create", "create", "create", "list", "list", "get", "patch", "patch", "delete", "delete"
     ]
-    assert rdb.hlen("todos:data") == 2
+    assert rdb.hlen("todos:ids") == 2
 
 
 TEXTOS = ["uno", 'comillas " y \\ barra', "ñandú €", "emoji 😀", "ctl \x00\x1f\x7f",

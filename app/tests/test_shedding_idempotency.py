@@ -20,7 +20,7 @@ async def test_shedding_writes_nothing(
     c, rt = await make_client(cgroup_root=str(root), proc_self_cgroup=str(proc))
     assert (await c.post("/api/todos", json={"texto": "antes"})).status_code == 201
     keys_before = rdb.dbsize()
-    hlen_before = rdb.hlen("todos:data")
+    hlen_before = rdb.hlen("todos:ids")
 
     (root / "system.slice/x/memory.current").write_text(f"{480 * MB}\n")
     rt.monitor.invalidate()
@@ -28,7 +28,7 @@ async def test_shedding_writes_nothing(
     assert r.status_code == 429
     assert r.headers["retry-after"] == "5" and r.headers["x-instance"] == "1"
     assert r.json()["error"] == "instance overloaded"
-    assert rdb.dbsize() == keys_before and rdb.hlen("todos:data") == hlen_before
+    assert rdb.dbsize() == keys_before and rdb.hlen("todos:ids") == hlen_before
     assert rdb.get("todos:idem:k-shed") is None
     for method, path in (("GET", "/api/todos"), ("DELETE", "/api/todos/x"), ("GET", "/docs")):
         assert (await c.request(method, path)).status_code == 429
@@ -51,13 +51,13 @@ async def test_idempotent_replay(client: httpx.AsyncClient, rdb: redis.Redis) ->
     assert r1.content == r2.content
     assert "idempotent-replayed" not in r1.headers
     assert r2.headers["idempotent-replayed"] == "true"
-    assert rdb.hlen("todos:data") == 1
+    assert rdb.hlen("todos:ids") == 1
     assert 0 < rdb.ttl("todos:idem:5b0d7a52-1") <= 86400
     assert "todo_api_idempotent_replays_total 1.0" in (await client.get("/metrics")).text
     # no header: not idempotent
     await client.post("/api/todos", json={"texto": "una vez"})
     await client.post("/api/todos", json={"texto": "una vez"})
-    assert rdb.hlen("todos:data") == 3
+    assert rdb.hlen("todos:ids") == 3
 
 
 async def test_idempotency_mismatch_and_validation(
@@ -72,7 +72,7 @@ async def test_idempotency_mismatch_and_validation(
     assert rdb.exists("todos:idem:k2") == 0  # failed validation stores nothing
     ok = await client.post("/api/todos", json={"texto": "ahora"}, headers={"Idempotency-Key": "k2"})
     assert ok.status_code == 201
-    assert rdb.hlen("todos:data") == 2
+    assert rdb.hlen("todos:ids") == 2
 
 
 async def test_concurrent_same_key_creates_one(
@@ -84,7 +84,7 @@ async def test_concurrent_same_key_creates_one(
     )
     # no in-flight state, no 409: one creates, every other one replays it
     assert {r.status_code for r in rs} == {201}
-    assert rdb.hlen("todos:data") == 1
+    assert rdb.hlen("todos:ids") == 1
     assert len({r.content for r in rs}) == 1
     assert sum(r.headers.get("idempotent-replayed") == "true" for r in rs) == 19
 

@@ -2,8 +2,9 @@
 and bounded reads with 200,000 todos stored while an instance is killed.
 
 Redis is reached as the operators' user on its node (PROBES.redis_admin); the
-stored layout is the API's (app/src/todo_api/store.py): hash todos:data
-(id -> todo JSON), sorted set todos:order (id scored by INCR of todos:seq).
+stored layout is the API's (app/src/todo_api/store.py): hash todos:ids (id ->
+creation sequence, an INCR of todos:seq), sorted set todos:list (the sequence in 16 hex
+digits then the todo's JSON, scored by the sequence).
 Timing goals are printed figures; the asserts are about correctness.
 Run one alone: `pytest tests/failover -k stall` or `-k bounded`.
 """
@@ -34,8 +35,8 @@ pytestmark = pytest.mark.usefixtures("healthy")
 SICK = str(TOPO.instances[0].id)
 UNIT = f"todo-api@{SICK}"
 
-# The API's keys in Redis (app/src/todo_api/store.py: DATA, ORDER, SEQ).
-DATA, ORDER, SEQ = "todos:data", "todos:order", "todos:seq"
+# The API's keys in Redis (app/src/todo_api/store.py: IDS, LIST, SEQ).
+IDS, LIST, SEQ = "todos:ids", "todos:list", "todos:seq"
 
 # A busy script: polls TIME until ARGV[1] microseconds have passed (or ARGV[2]
 # polls, a bound in case TIME stood still inside a script); returns the polls.
@@ -60,9 +61,9 @@ local n0, count = tonumber(ARGV[2]), tonumber(ARGV[3])
 for n = n0, n0 + count - 1 do
   local id = ARGV[1] .. string.format('%024x', n)
   local seq = redis.call('INCR', KEYS[3])
-  redis.call('HSET', KEYS[1], id, cjson.encode({id = id, texto = 'seed ' .. ARGV[1] .. ' #' .. n,
-    completada = false, createdAt = ARGV[4], instance = 'seed'}))
-  redis.call('ZADD', KEYS[2], seq, id)
+  redis.call('HSET', KEYS[1], id, seq)
+  redis.call('ZADD', KEYS[2], seq, string.format('%016x', seq) .. cjson.encode({id = id,
+    texto = 'seed ' .. ARGV[1] .. ' #' .. n, completada = false, createdAt = ARGV[4], instance = 'seed'}))
 end
 return count
 """
@@ -70,8 +71,9 @@ UNSEED_LUA = """
 local n0, count = tonumber(ARGV[2]), tonumber(ARGV[3])
 for n = n0, n0 + count - 1 do
   local id = ARGV[1] .. string.format('%024x', n)
+  local seq = redis.call('HGET', KEYS[1], id)
+  if seq then redis.call('ZREMRANGEBYSCORE', KEYS[2], seq, seq) end
   redis.call('HDEL', KEYS[1], id)
-  redis.call('ZREM', KEYS[2], id)
 end
 return count
 """
@@ -265,7 +267,7 @@ def evalsha_lines(sha: str, prefix: str, batches: range, created: str) -> str:
     """A shell loop on the node printing one EVALSHA a batch (redis-cli answers each before the next)."""
     return (
         f"for n in $(seq {batches.start} {batches.step} {batches.stop - 1}); do "
-        f"echo EVALSHA {sha} 3 {DATA} {ORDER} {SEQ} {prefix} $n {batches.step} {created}; done"
+        f"echo EVALSHA {sha} 3 {IDS} {LIST} {SEQ} {prefix} $n {batches.step} {created}; done"
     )
 
 

@@ -93,7 +93,7 @@ def same_todos_on_both() -> None:
     """The replica holds exactly the primary's todos (once it caught up)."""
 
     def count(node: str) -> str:
-        return PROBES.on_node(node, PROBES.redis_cli_command("HLEN todos:data")).stdout.strip()
+        return PROBES.on_node(node, PROBES.redis_cli_command("HLEN todos:ids")).stdout.strip()
 
     wait_until("the replica to hold the primary's todos", lambda: count(DATA_NODES[0]) == count(DATA_NODES[1]), timeout=60)
 

@@ -87,7 +87,7 @@ def test_the_api_user_is_refused(host: Host, api_credentials: tuple[str, Secret]
 
 def test_the_api_user_can_do_its_job(host: Host, api_credentials: tuple[str, Secret]) -> None:
     assert redis_as(host, *api_credentials, "PING").strip() == "PONG"
-    assert redis_as(host, *api_credentials, "ZCARD todos:order").strip().isdigit()
+    assert redis_as(host, *api_credentials, "ZCARD todos:list").strip().isdigit()
 
 
 def test_the_default_user_is_off(host: Host) -> None:

@@ -187,6 +187,7 @@ async def _wait_ready(
             rt.log.warning("redis not reachable yet", extra={"attempt": attempt, "err": str(exc)})
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+    await _migrate(rt)
     tune_gc()
     notify("READY=1\nSTATUS=serving")
     rt.log.info(
@@ -196,6 +197,20 @@ async def _wait_ready(
             "management": rt.settings.management.describe(),
         },
     )
+
+
+async def _migrate(rt: Runtime) -> None:
+    """Todos of the earlier storage layout into the current one (store.TodoStore.migrate).
+    A failure is logged, not fatal: the instance serves what is already moved, and the
+    next start tries again."""
+    try:
+        moved = await rt.store.migrate()
+    except Exception as exc:
+        err = f"{type(exc).__name__}: {exc}"
+        rt.log.warning("storage layout migration failed", extra={"err": err})
+        return
+    if moved:
+        rt.log.info("storage layout migrated", extra={"todos": moved})
 
 
 async def _watchdog(interval: float, notify: Callable[[str], bool]) -> None:

@@ -30,50 +30,37 @@ from .wire import Address, NotPrimaryError
 
 T = TypeVar("T")
 
-DATA = "todos:data"  # hash: id -> todo JSON
-ORDER = "todos:order"  # sorted set: id scored by creation sequence
+IDS = "todos:ids"  # hash: id -> creation sequence
+LIST = "todos:list"  # sorted set: the todos themselves, scored by creation sequence
 SEQ = "todos:seq"  # INCR counter (creation order across instances)
 IDEM_PREFIX = "todos:idem:"  # string: idempotency record JSON {state, fp, status, body}
+# The earlier layout (hash id -> JSON, sorted set of ids): moved into this one on start.
+LEGACY_DATA = "todos:data"
+LEGACY_ORDER = "todos:order"
+# A member of LIST: the creation sequence in 16 hex digits, then the todo's JSON.
+SEQ_DIGITS = 16
 
-# KEYS: data, order; ARGV: limit, cursor ('' = first page), 'newest' | 'oldest'.
-# Bounded: one ZRANGE of at most limit+1 entries (O(log N + limit)), one HMGET of at most
-# limit fields, one ZSCORE and one ZCARD, whatever the number of todos stored. The extra entry
-# says whether another page exists; the cursor is the score (creation sequence) of the page's
-# last todo, so a page starts strictly after it: a walk sees every todo once while others are
-# added. The todos come back as HMGET's array (nil for one deleted meanwhile) and the client
-# joins them: building one JSON string inside Lua (table.concat, and the garbage it leaves)
-# more than doubled Redis' CPU per page of 100 (180 -> 82 us, INFO cpu; no WITHSCORES either).
-# What is left is Lua's own: Redis' Lua hashes every byte of every string that enters it
-# (redis 7f88923b4, "Use all characters to calculate string hash", in Debian 12's 7.0.15), and
-# here ~17 KB do per page of 100 (the ids, then HMGET's JSON): ~28% of Redis' CPU in perf. A
-# script that only runs ZRANGE + HMGET, returning nothing, already costs ~55 us (ZRANGE alone
-# ~24); EVAL, FCALL, no-writes flags or RESP3 change nothing. <= 40 us (issue 16) needs the
-# JSON to stay out of Lua: a module command (same keys, ~35 us in bench.py) or the JSON in a
-# zset scored by seq (read by ZRANGE in MULTI, ~24 us in bench.py, a layout change).
-_LIST = """
-local limit = tonumber(ARGV[1])
-local rows
-if ARGV[3] == 'newest' then
-  local hi = '+inf'
-  if ARGV[2] ~= '' then hi = '(' .. ARGV[2] end
-  rows = redis.call('ZRANGE', KEYS[2], hi, '-inf', 'BYSCORE', 'REV', 'LIMIT', 0, limit + 1)
-else
-  local lo = '-inf'
-  if ARGV[2] ~= '' then lo = '(' .. ARGV[2] end
-  rows = redis.call('ZRANGE', KEYS[2], lo, '+inf', 'BYSCORE', 'LIMIT', 0, limit + 1)
-end
-local n = #rows
-local nextc = ''
-if n > limit then
-  n = limit
-  if n > 0 then nextc = redis.call('ZSCORE', KEYS[2], rows[n]) end
-end
-local vals = {}
-if n > 0 then vals = redis.call('HMGET', KEYS[1], unpack(rows, 1, n)) end
-return {vals, nextc, redis.call('ZCARD', KEYS[2])}
+# A page is one ZRANGE of LIST (at most limit+1 members: the extra one says whether another
+# page exists) and a ZCARD, pipelined, no script: O(log N + limit) whatever the number stored.
+# The cursor is the page's last creation sequence (a page starts strictly after it, so a walk
+# sees every todo once while others are added), read from the member itself: no score to
+# format (WITHSCORES cost Redis ~15 us a page of 100), and nothing to keep atomic with another
+# read, so no MULTI (which Redis refuses when full: reads must go on). The todos are the
+# members so that a page is a range, not a join: the earlier layout (ids in the sorted set,
+# JSON in a hash) joined in a script, and Redis' Lua hashes every byte of every string that
+# enters it (redis 7f88923b4, in Debian 12's 7.0.15): that script cost Redis 48-62 us a page
+# of 100, a ZRANGE and a ZCARD in MULTI 17 (a loopback client, one at a time).
+
+# KEYS: ids, list; ARGV: id
+_GET = """
+local seq = redis.call('HGET', KEYS[1], ARGV[1])
+if not seq then return false end
+local member = redis.call('ZRANGE', KEYS[2], seq, seq, 'BYSCORE')[1]
+if not member then return false end
+return string.sub(member, 17)
 """
 
-# KEYS: data, order, seq, idempotency record (IDEM_PREFIX alone when there is no key)
+# KEYS: ids, list, seq, idempotency record (IDEM_PREFIX alone when there is no key)
 # ARGV: id, todo json, fingerprint ('' = no key), record json, record ttl
 # Begin and create in one script: a record for the key means the POST was done (replay, or
 # 422 for another body); otherwise the todo AND its record are written together. There is no
@@ -93,31 +80,60 @@ if ARGV[3] ~= '' then
   end
 end
 local seq = redis.call('INCR', KEYS[3])
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZADD', KEYS[2], seq, ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[1], seq)
+redis.call('ZADD', KEYS[2], seq, string.format('%016x', seq) .. ARGV[2])
 if ARGV[3] ~= '' then
   redis.call('SET', KEYS[4], ARGV[4], 'EX', tonumber(ARGV[5]))
 end
 return {'created', ''}
 """
 
-# KEYS: data; ARGV: id, fields json. Merge without a read-modify-write race.
+# KEYS: ids, list; ARGV: id, fields json. Merge without a read-modify-write race.
 _PATCH = """
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local seq = redis.call('HGET', KEYS[1], ARGV[1])
+if not seq then return false end
+local cur = redis.call('ZRANGE', KEYS[2], seq, seq, 'BYSCORE')[1]
 if not cur then return false end
-local todo = cjson.decode(cur)
+local todo = cjson.decode(string.sub(cur, 17))
 for k, v in pairs(cjson.decode(ARGV[2])) do todo[k] = v end
 local out = cjson.encode(todo)
-redis.call('HSET', KEYS[1], ARGV[1], out)
+local member = string.sub(cur, 1, 16) .. out
+if member ~= cur then
+  redis.call('ZREM', KEYS[2], cur)
+  redis.call('ZADD', KEYS[2], seq, member)
+end
 return out
 """
 
-# KEYS: data, order; ARGV: id
+# KEYS: ids, list; ARGV: id
 _DELETE = """
-local n = redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-return n
+local seq = redis.call('HGET', KEYS[1], ARGV[1])
+if not seq then return 0 end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], seq, seq)
+return redis.call('HDEL', KEYS[1], ARGV[1])
 """
+
+# KEYS: legacy data, legacy order, ids, list; ARGV: how many todos at most.
+# Moves the oldest todos of the earlier layout into this one, each todo in one script so
+# that it is always in exactly one layout; an id already here (HSETNX) is not moved twice.
+# Returns {moved, left}. A todo stored in the hash without its id in the sorted set was never
+# listed before either: it stays there.
+_MIGRATE = """
+local rows = redis.call('ZRANGE', KEYS[2], 0, tonumber(ARGV[1]) - 1, 'WITHSCORES')
+local moved = 0
+for i = 1, #rows, 2 do
+  local id, seq = rows[i], rows[i + 1]
+  local todo = redis.call('HGET', KEYS[1], id)
+  if todo and redis.call('HSETNX', KEYS[3], id, seq) == 1 then
+    redis.call('ZADD', KEYS[4], seq, string.format('%016x', tonumber(seq)) .. todo)
+    moved = moved + 1
+  end
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('HDEL', KEYS[1], id)
+end
+return {moved, redis.call('ZCARD', KEYS[2])}
+"""
+MIGRATE_BATCH = 500  # todos a script call: a few milliseconds of Redis each
 
 
 @dataclass(frozen=True)
@@ -270,10 +286,11 @@ class TodoStore:
             readers=READ_CONNECTIONS,
             writers=WRITE_CONNECTIONS,
         )
-        self._list = _Script(_LIST)
+        self._get = _Script(_GET)
         self._create = _Script(_CREATE)
         self._patch = _Script(_PATCH)
         self._delete = _Script(_DELETE)
+        self._migrate = _Script(_MIGRATE)
 
     async def _primary_address(self) -> Address:
         """The primary the Sentinels name; if none answers, the one they named last. A
@@ -386,15 +403,29 @@ class TodoStore:
 
     async def list_page(self, limit: int, cursor: str | None, order: str) -> Page:
         """One page: its todos' stored JSON joined into an array (nothing parsed)."""
-        todos, nxt, total = await self._call(
-            lambda: self._run("r", self._list, [DATA, ORDER], [limit, cursor or "", order])
-        )
-        body = b"[" + b",".join([t for t in todos if t is not None]) + b"]"
-        next_cursor = _text(nxt) or None
+        if order == "newest":
+            bounds: tuple[str, ...] = ("(" + cursor if cursor else "+inf", "-inf", "BYSCORE", "REV")
+        else:
+            bounds = ("(" + cursor if cursor else "-inf", "+inf", "BYSCORE")
+        commands = [("ZRANGE", LIST, *bounds, "LIMIT", 0, limit + 1), ("ZCARD", LIST)]
+        rows, total = await self._call(lambda: self._read(commands))
+        next_cursor = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            next_cursor = str(int(rows[-1][:SEQ_DIGITS], 16))
+        body = b"[" + b",".join([row[SEQ_DIGITS:] for row in rows]) + b"]"
         return Page(body, next_cursor, int(total))
 
+    async def _read(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Read commands pipelined in one write: their replies, or the first error."""
+        replies, _ = await self.pool.pipeline("r", commands)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
     async def get_json(self, todo_id: str) -> bytes | None:
-        raw = await self._call(lambda: self.pool.call("r", "HGET", DATA, todo_id))
+        raw = await self._call(lambda: self._run("r", self._get, [IDS, LIST], [todo_id]))
         return None if raw is None else raw if isinstance(raw, bytes) else str(raw).encode()
 
     async def get(self, todo_id: str) -> dict[str, Any] | None:
@@ -413,7 +444,7 @@ class TodoStore:
         """Store ``todo``; with ``idem_key``, atomically: replay/mismatch or create + record.
         ``todo_json``: the caller's compact JSON of ``todo`` when it already has it. Only a
         create with a key is tried again through a failover: its record makes that safe."""
-        keys = [DATA, ORDER, SEQ, IDEM_PREFIX + idem_key if idem_key else IDEM_PREFIX]
+        keys = [IDS, LIST, SEQ, IDEM_PREFIX + idem_key if idem_key else IDEM_PREFIX]
         args = [
             todo["id"],
             todo_json if todo_json is not None else json.dumps(todo, separators=(",", ":")),
@@ -436,7 +467,7 @@ class TodoStore:
 
     async def patch(self, todo_id: str, fields: dict[str, Any]) -> dict[str, Any] | None:
         args = [todo_id, json.dumps(fields)]  # a merge: the same result if applied twice
-        raw = await self._call(lambda: self._write(self._patch, [DATA], args))
+        raw = await self._call(lambda: self._write(self._patch, [IDS, LIST], args))
         return None if raw is None else dict(json.loads(raw))
 
     async def delete(self, todo_id: str) -> bool:
@@ -447,6 +478,20 @@ class TodoStore:
         async def once() -> bool:
             nonlocal tries
             tries += 1
-            return bool(await self._write(self._delete, [DATA, ORDER], [todo_id])) or tries > 1
+            return bool(await self._write(self._delete, [IDS, LIST], [todo_id])) or tries > 1
 
         return await self._call(once)
+
+    async def migrate(self) -> int:
+        """Move the todos of the earlier layout into this one (a batch a script, until none
+        is left); how many were moved. Run on every start: an instance of the earlier
+        version still running during a rolling upgrade keeps writing the earlier layout,
+        and the next start moves those too."""
+        moved = 0
+        while True:
+            done, left = await self._run(
+                "w", self._migrate, [LEGACY_DATA, LEGACY_ORDER, IDS, LIST], [MIGRATE_BATCH]
+            )
+            moved += int(done)
+            if not int(left):
+                return moved

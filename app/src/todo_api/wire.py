@@ -1,4 +1,4 @@
-"""A thin pipelined Redis client for the store's hot path: EVALSHA, WAIT, HGET, PING.
+"""A thin pipelined Redis client for the store's hot path: EVALSHA, WAIT, ZRANGE, PING.
 
 redis-py's asyncio call path was 35-46% of the instance's CPU under load (a pool checkout, a
 wait_for per command, a retry wrapper, a Protocol check). Here a command is one write to an
