@@ -119,8 +119,13 @@ async def test_openapi_schema(client: httpx.AsyncClient) -> None:
 async def test_metrics(client: httpx.AsyncClient) -> None:
     await client.get("/api/todos")
     await client.get("/api/health")
+    await client.get("/api/todos/nope")  # answered by FastAPI's route, not the fast path
     text = (await client.get("/metrics")).text
     assert 'todo_api_requests_total{method="GET",route="/api/todos",status="200"} 1.0' in text
+    assert (
+        'todo_api_requests_total{method="GET",route="/api/todos/{todo_id}",status="404"} 1.0'
+        in text
+    )
     assert "todo_api_request_duration_seconds_bucket" in text
     assert "todo_api_healthy 1.0" in text
     assert "todo_api_memory_limit_bytes" in text

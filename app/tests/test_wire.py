@@ -8,7 +8,7 @@ import asyncio
 import signal
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -90,6 +90,44 @@ def test_a_silent_redis_times_out_and_the_pool_recovers(server: RedisServer) -> 
             await pool.disconnect()
 
     run(scenario)
+
+
+def test_commands_of_one_loop_iteration_share_one_write(server: RedisServer) -> None:
+    """What many requests send in the same loop iteration goes out in one write, and each
+    still gets its own reply."""
+
+    async def scenario() -> None:
+        pool = pool_for(server.port, readers=1)
+        try:
+            assert await pool.call("r", "PING") == b"PONG"  # the connection is open
+            conn = pool.slots["r"][0]
+            assert conn is not None and conn.transport is not None
+            transport, writes = conn.transport, []
+            real_write = transport.write
+
+            def counting_write(data: bytes) -> None:
+                writes.append(data)
+                real_write(data)
+
+            conn.transport = cast(asyncio.Transport, _Spy(transport, counting_write))
+            got = await asyncio.gather(*(pool.call("r", "ECHO", f"e{i}") for i in range(50)))
+            assert got == [f"e{i}".encode() for i in range(50)]
+            assert len(writes) == 1 and writes[0].count(b"ECHO") == 50
+        finally:
+            await pool.disconnect()
+
+    run(scenario)
+
+
+class _Spy:
+    """A transport whose write is counted; everything else is the real one's."""
+
+    def __init__(self, real: asyncio.Transport, write: Callable[[bytes], None]) -> None:
+        self._real = real
+        self.write = write
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
 
 
 def test_a_silent_node_is_left_at_its_first_timeout(server: RedisServer) -> None:
