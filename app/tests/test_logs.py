@@ -3,6 +3,7 @@ uvicorn's lifecycle lines."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -228,3 +229,22 @@ def test_without_setup_lines_go_through_logging(
     ]
     assert caplog.records[0].__dict__["requestId"] == "abc"
     assert caplog.records[1].__dict__["memoryPercent"] == 90.0
+
+
+def test_lines_of_one_loop_iteration_are_written_together() -> None:
+    """In a running loop, the lines of one iteration go out in one write at its end, in
+    order; outside a loop a line is written at once, after any still waiting."""
+    writes: list[str] = []
+    write = logs.coalescing(writes.append)
+
+    async def scenario() -> None:
+        for i in range(3):
+            write(f"line {i}")
+        assert writes == []
+        await asyncio.sleep(0)  # the iteration ends
+        assert writes == ["line 0\nline 1\nline 2"]
+        write("left")
+
+    asyncio.run(scenario())
+    write("after")
+    assert writes == ["line 0\nline 1\nline 2", "left", "after"]

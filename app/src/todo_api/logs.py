@@ -17,6 +17,8 @@ writes them through the same writer, so both kinds stay in order on one stream.
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import json
 import logging
 import os
@@ -148,6 +150,33 @@ def line_writer(stream: TextIO) -> LineWriter:
             pass
 
     return write_fd
+
+
+def coalescing(write: LineWriter) -> LineWriter:
+    """``write`` for lines logged in one event-loop iteration together, at its end: one system
+    call for the request lines of a busy iteration (a write each was ~3 % of a request's CPU
+    under load). Outside a loop a line is written at once (after any left), and at exit."""
+    pending: list[str] = []
+
+    def flush() -> None:
+        if pending:
+            lines = "\n".join(pending)
+            pending.clear()
+            write(lines)
+
+    def write_line(line: str) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            flush()
+            write(line)
+            return
+        if not pending:
+            loop.call_soon(flush)
+        pending.append(line)
+
+    atexit.register(flush)
+    return write_line
 
 
 class JsonFormatter(logging.Formatter):
@@ -372,7 +401,7 @@ def setup_logging(
     global _process_logger
     out = sys.stdout if stream is None else stream
     journal = writes_to_journal(out)
-    write = line_writer(out)
+    write = coalescing(line_writer(out))
     handler = _WriterHandler(write)
     handler.setFormatter(JsonFormatter(instance, journal=journal))
     handler.addFilter(OncePerProcess())
