@@ -231,20 +231,26 @@ def test_without_setup_lines_go_through_logging(
     assert caplog.records[1].__dict__["memoryPercent"] == 90.0
 
 
-def test_lines_of_one_loop_iteration_are_written_together() -> None:
-    """In a running loop, the lines of one iteration go out in one write at its end, in
-    order; outside a loop a line is written at once, after any still waiting."""
+def test_request_lines_of_one_loop_iteration_are_written_together() -> None:
+    """In a running loop, the request lines of one iteration go out in one write at its end;
+    any other line at once, after them (in order); outside a loop nothing waits."""
     writes: list[str] = []
-    write = logs.coalescing(writes.append)
+    lines = logs.Coalescing(writes.append)
+    jl = logs.JsonLogger(instance="7", write=lines.now, write_request=lines.later)
 
     async def scenario() -> None:
         for i in range(3):
-            write(f"line {i}")
+            jl.request("GET", f"/r{i}", 200, 1.0, None)
         assert writes == []
         await asyncio.sleep(0)  # the iteration ends
-        assert writes == ["line 0\nline 1\nline 2"]
-        write("left")
+        assert len(writes) == 1 and [json.loads(x)["path"] for x in writes[0].split("\n")] == [
+            "/r0", "/r1", "/r2"
+        ]
+        jl.request("GET", "/r3", 200, 1.0, None)
+        jl.warning("memory over threshold")  # written at once, the waiting request line first
+        msgs = [json.loads(x)["msg"] for x in writes[1:]]
+        assert msgs == ["request completed", "memory over threshold"]
 
     asyncio.run(scenario())
-    write("after")
-    assert writes == ["line 0\nline 1\nline 2", "left", "after"]
+    jl.request("GET", "/after", 200, 1.0, None)
+    assert json.loads(writes[-1])["path"] == "/after" and len(writes) == 4

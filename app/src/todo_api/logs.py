@@ -152,31 +152,38 @@ def line_writer(stream: TextIO) -> LineWriter:
     return write_fd
 
 
-def coalescing(write: LineWriter) -> LineWriter:
-    """``write`` for lines logged in one event-loop iteration together, at its end: one system
-    call for the request lines of a busy iteration (a write each was ~3 % of a request's CPU
-    under load). Outside a loop a line is written at once (after any left), and at exit."""
-    pending: list[str] = []
+class Coalescing:
+    """Request lines of one event-loop iteration written together at its end (``later``): one
+    system call for the request lines of a busy iteration, where a write each was ~3 % of a
+    request's CPU under load. Every other line is written at once (``now``), after the request
+    lines still waiting, so the order holds: a warning must not wait, since the process may be
+    killed before the iteration ends (an OOM kill right after "memory over threshold" lost
+    that line when every line waited). Outside a loop, and at exit, nothing waits."""
 
-    def flush() -> None:
-        if pending:
-            lines = "\n".join(pending)
-            pending.clear()
-            write(lines)
+    def __init__(self, write: LineWriter) -> None:
+        self._write = write
+        self._pending: list[str] = []
+        atexit.register(self.flush)
 
-    def write_line(line: str) -> None:
+    def flush(self) -> None:
+        if self._pending:
+            lines = "\n".join(self._pending)
+            self._pending.clear()
+            self._write(lines)
+
+    def now(self, line: str) -> None:
+        self.flush()
+        self._write(line)
+
+    def later(self, line: str) -> None:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            flush()
-            write(line)
+            self.now(line)
             return
-        if not pending:
-            loop.call_soon(flush)
-        pending.append(line)
-
-    atexit.register(flush)
-    return write_line
+        if not self._pending:
+            loop.call_soon(self.flush)
+        self._pending.append(line)
 
 
 class JsonFormatter(logging.Formatter):
@@ -256,11 +263,14 @@ class JsonLogger:
         write: LineWriter | None = None,
         level: int = logging.INFO,
         journal: bool = False,
+        write_request: LineWriter | None = None,
     ) -> None:
+        """``write_request``: for request lines only (Coalescing.later); default ``write``."""
         self.name = name
         self.logger = logging.getLogger(name)
         self.instance = instance
         self.write = write if instance is not None else None
+        self.write_request = write_request or self.write
         self.level = level
         self.journal = journal
         self._clock = Clock()
@@ -369,8 +379,8 @@ class JsonLogger:
     ) -> None:
         """Log one request (level 30): the hot path, one preformatted write."""
         if self._request_on:
-            assert self.write is not None
-            self.write(
+            assert self.write_request is not None
+            self.write_request(
                 self.request_line(method, path, status, duration_ms, request_id, time.time())
             )
         elif self.write is None and self.logger.isEnabledFor(logging.INFO):
@@ -401,7 +411,8 @@ def setup_logging(
     global _process_logger
     out = sys.stdout if stream is None else stream
     journal = writes_to_journal(out)
-    write = coalescing(line_writer(out))
+    lines = Coalescing(line_writer(out))
+    write = lines.now
     handler = _WriterHandler(write)
     handler.setFormatter(JsonFormatter(instance, journal=journal))
     handler.addFilter(OncePerProcess())
@@ -414,7 +425,7 @@ def setup_logging(
     access = logging.getLogger("uvicorn.access")
     access.handlers[:] = []
     access.disabled = True
-    _process_logger = JsonLogger(LOGGER_NAME, instance, write, level, journal)
+    _process_logger = JsonLogger(LOGGER_NAME, instance, write, level, journal, lines.later)
     return _process_logger
 
 
