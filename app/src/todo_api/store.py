@@ -37,7 +37,8 @@ IDEM_PREFIX = "todos:idem:"  # string: idempotency record JSON {state, fp, statu
 # The earlier layout (hash id -> JSON, sorted set of ids): moved into this one on start.
 LEGACY_DATA = "todos:data"
 LEGACY_ORDER = "todos:order"
-# A member of LIST: the creation sequence in 16 hex digits, then the todo's JSON.
+# A member of LIST: the creation sequence in 16 hex digits, then the todo's JSON. The scripts
+# say SEQ_DIGITS too (_Script puts this value in).
 SEQ_DIGITS = 16
 
 # A page is one ZRANGE of LIST (at most limit+1 members: the extra one says whether another
@@ -57,7 +58,7 @@ local seq = redis.call('HGET', KEYS[1], ARGV[1])
 if not seq then return false end
 local member = redis.call('ZRANGE', KEYS[2], seq, seq, 'BYSCORE')[1]
 if not member then return false end
-return string.sub(member, 17)
+return string.sub(member, SEQ_DIGITS + 1)
 """
 
 # KEYS: ids, list, seq, idempotency record (IDEM_PREFIX alone when there is no key)
@@ -81,7 +82,7 @@ if ARGV[3] ~= '' then
 end
 local seq = redis.call('INCR', KEYS[3])
 redis.call('HSET', KEYS[1], ARGV[1], seq)
-redis.call('ZADD', KEYS[2], seq, string.format('%016x', seq) .. ARGV[2])
+redis.call('ZADD', KEYS[2], seq, string.format('%0' .. SEQ_DIGITS .. 'x', seq) .. ARGV[2])
 if ARGV[3] ~= '' then
   redis.call('SET', KEYS[4], ARGV[4], 'EX', tonumber(ARGV[5]))
 end
@@ -94,10 +95,10 @@ local seq = redis.call('HGET', KEYS[1], ARGV[1])
 if not seq then return false end
 local cur = redis.call('ZRANGE', KEYS[2], seq, seq, 'BYSCORE')[1]
 if not cur then return false end
-local todo = cjson.decode(string.sub(cur, 17))
+local todo = cjson.decode(string.sub(cur, SEQ_DIGITS + 1))
 for k, v in pairs(cjson.decode(ARGV[2])) do todo[k] = v end
 local out = cjson.encode(todo)
-local member = string.sub(cur, 1, 16) .. out
+local member = string.sub(cur, 1, SEQ_DIGITS) .. out
 if member ~= cur then
   redis.call('ZREM', KEYS[2], cur)
   redis.call('ZADD', KEYS[2], seq, member)
@@ -125,7 +126,8 @@ for i = 1, #rows, 2 do
   local id, seq = rows[i], rows[i + 1]
   local todo = redis.call('HGET', KEYS[1], id)
   if todo and redis.call('HSETNX', KEYS[3], id, seq) == 1 then
-    redis.call('ZADD', KEYS[4], seq, string.format('%016x', tonumber(seq)) .. todo)
+    local member = string.format('%0' .. SEQ_DIGITS .. 'x', tonumber(seq)) .. todo
+    redis.call('ZADD', KEYS[4], seq, member)
     moved = moved + 1
   end
   redis.call('ZREM', KEYS[2], id)
@@ -170,8 +172,8 @@ WRITE_CONNECTIONS = 64
 
 class _Script:
     def __init__(self, source: str) -> None:
-        self.source = source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()
+        self.source = source.replace("SEQ_DIGITS", str(SEQ_DIGITS))
+        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
 
 class NewestEpochSentinel(Sentinel):
