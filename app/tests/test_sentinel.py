@@ -24,7 +24,7 @@ import uvloop
 from todo_api.app import create_public_app
 from todo_api.config import Settings
 from todo_api.runtime import Runtime
-from todo_api.store import IDS, LIST, SEQ_DIGITS, NewestEpochSentinel, TodoStore
+from todo_api.store import IDS, LIST, SENTINEL_TIMEOUT_S, SEQ_DIGITS, NewestEpochSentinel, TodoStore
 
 from .conftest import free_port
 
@@ -190,6 +190,12 @@ async def test_without_a_replica_writes_stand_on_the_primary_and_health_says_deg
     c, rt = ha_client
     primary = replicated.primary_port()
     replica = next(p for p in replicated.data if p.port != primary)
+    for _ in range(10):  # until a write saw the replica acknowledge (it then waits for it)
+        assert (await _post(c, "replicated")).status_code == 201
+        if rt.store.replicated_at is not None:
+            break
+    assert rt.store.replicated_at is not None, "no write saw the replica acknowledge"
+    before = rt.store.unreplicated_writes
     replica.kill()
     started = time.monotonic()
     r = await _post(c, "only on the primary")
@@ -197,13 +203,20 @@ async def test_without_a_replica_writes_stand_on_the_primary_and_health_says_deg
     assert r.status_code == 201, r.text
     assert waited >= 0.5, "the write waited for the replica first (REPLICA_WAIT_MS 500)"
     assert replicated.node(primary).client().hexists(IDS, r.json()["id"])
-    assert rt.store.unreplicated_writes == 1
+    assert rt.store.unreplicated_writes == before + 1
+    # the replica is known gone: the next writes wait REPLICA_GONE_WAIT_MS for it, not 500 ms
+    started = time.monotonic()
+    for i in range(3):
+        assert (await _post(c, f"still only on the primary {i}")).status_code == 201
+    waited = time.monotonic() - started
+    assert waited < 1.0, f"{waited:.2f} s for three writes: each waited for the gone replica"
+    assert rt.store.unreplicated_writes == before + 4
     rt.health._redis_ok = None  # the next check asks Redis instead of its 0.5 s cache
     health = (await c.get("/api/health")).json()
     assert health["status"] == "DEGRADED" and health["replicas"] == 0, health
     assert any("no replica" in reason for reason in health["reasons"]), health
     metrics = (await c.get("/metrics")).text
-    assert "todo_api_redis_unreplicated_writes_total 1.0" in metrics
+    assert f"todo_api_redis_unreplicated_writes_total {before + 4}.0" in metrics
     replica.start()  # it resyncs from the primary; health is OK again
     _wait("the replica back", lambda: replica.client().info("replication")[
         "master_link_status"] == "up")
@@ -327,6 +340,36 @@ async def test_a_dead_sentinel_costs_a_quarter_second_not_a_request(
     assert took < 0.6, f"{took:.2f} s to ask two live Sentinels and a dead one"
 
 
+async def test_a_sentinel_gone_silent_is_not_waited_for_again(
+    ha_client: tuple[httpx.AsyncClient, Runtime], replicated: Replicated
+) -> None:
+    """A Sentinel that left a question unanswered (SIGSTOP: its node gone, as its askers see
+    it) costs the next questions SILENT_GRACE_S, not SENTINEL_TIMEOUT_S each (while its data
+    node is gone, every write asks), and is heard again once it answers."""
+    _, rt = ha_client
+    sentinel = rt.store.sentinel
+    assert isinstance(sentinel, NewestEpochSentinel)
+    assert len(await sentinel.views(MASTER)) == 3
+    away = replicated.sentinels[0].proc
+    assert away is not None
+    away.send_signal(signal.SIGSTOP)
+    try:
+        assert len(await sentinel.views(MASTER)) == 2  # waited SENTINEL_TIMEOUT_S for it
+        assert sentinel.silent == {0}
+        started = time.monotonic()
+        for _ in range(5):
+            assert len(await sentinel.views(MASTER)) == 2
+        took = (time.monotonic() - started) / 5
+        assert took < SENTINEL_TIMEOUT_S / 2, f"{took:.3f} s a question: the silent one waited for"
+    finally:
+        away.send_signal(signal.SIGCONT)
+    deadline = time.monotonic() + 5
+    while len(await sentinel.views(MASTER)) < 3:
+        assert time.monotonic() < deadline, "the Sentinel answers again but is not heard"
+        await asyncio.sleep(0.1)
+    assert sentinel.silent == set()
+
+
 def _lone_sentinel(root: Path, primary: int, epoch: int) -> Proc:
     """A Sentinel of its own that names ``primary`` at configuration epoch ``epoch``."""
     port = free_port()
@@ -352,15 +395,13 @@ async def test_the_newest_configuration_epoch_wins_over_the_first_answer(
         addresses = [("127.0.0.1", stale.port), ("127.0.0.1", fresh.port)]
         stock = redis.asyncio.sentinel.Sentinel(addresses)  # type: ignore[no-untyped-call]
         assert (await stock.discover_master(MASTER))[1] == own_redis.port  # the stale answer
-        newest = NewestEpochSentinel(addresses)  # type: ignore[no-untyped-call]
+        newest = NewestEpochSentinel(addresses)
         assert await newest.discover_master(MASTER) == ("127.0.0.1", redis_server.port)
         for sentinel in (stock, newest):
             await sentinel.aclose()
     finally:
         for s in (stale, fresh):
             s.kill()
-
-
 
 
 
@@ -377,7 +418,7 @@ def test_a_sentinel_that_was_away_is_asked_again_once_it_answers(
     away = replicated.sentinels[0]
 
     async def scenario() -> None:
-        sentinel = NewestEpochSentinel(  # type: ignore[no-untyped-call]
+        sentinel = NewestEpochSentinel(
             [("127.0.0.1", away.port)], sentinel_kwargs={"socket_timeout": 1.0}
         )
         try:

@@ -160,8 +160,15 @@ def _text(value: Any) -> str:
 FAILOVER_PAUSE_S = 0.2
 # Longest wait for a replica's acknowledgment when health counts the replicas.
 HEALTH_WAIT_MS = 100
+# A write's wait for a replica when the latest one saw none, or the primary changed since
+# (TodoStore._write). Redis times a WAIT out when its event loop next wakes: at once under
+# load, within 100 ms (hz 10) when idle.
+REPLICA_GONE_WAIT_MS = 20
 # Longest wait for one Sentinel's answer.
 SENTINEL_TIMEOUT_S = 0.25
+# How much longer than the others a Sentinel that left its latest question unanswered is
+# waited for (NewestEpochSentinel.views). Back on the network, one answers in milliseconds.
+SILENT_GRACE_S = 0.02
 # What a failover looks like from here: the old primary refuses, times out, or (demoted)
 # answers READONLY or MASTERDOWN, which wire.Connection turns into a NotPrimaryError.
 _PRIMARY_GONE = (RedisConnectionError, RedisTimeoutError)
@@ -183,26 +190,58 @@ class NewestEpochSentinel(Sentinel):
     primary keeps naming it (it never saw the failover), and a client that reaches both
     would write to a node that is about to be demoted (and lose those writes)."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        # indexes of the Sentinels whose latest question went unanswered
+        self.silent: set[int] = set()
+        # questions to those still out after views() returned (each ends by its own timeout)
+        self._late: set[asyncio.Task[dict[str, Any] | None]] = set()
+
     async def views(self, service_name: str) -> list[dict[str, Any]]:
         """What each Sentinel that answers says of the primary (SENTINEL MASTERS)."""
 
-        async def ask(sentinel: Redis) -> dict[str, Any] | None:
+        async def ask(i: int, sentinel: Redis) -> dict[str, Any] | None:
             try:
                 answer = await asyncio.wait_for(sentinel.sentinel_masters(), SENTINEL_TIMEOUT_S)
             except Exception:  # any failure at all is a Sentinel that did not answer
+                self.silent.add(i)
                 # and its next question starts on new sockets: in the lab a pooled socket to
                 # a Sentinel turned up with its transport closed, and uvloop raised
                 # RuntimeError (not a ConnectionError) on each write to it: 500s.
                 with contextlib.suppress(Exception):
                     await sentinel.connection_pool.disconnect()
                 return None
+            self.silent.discard(i)
             masters = cast(dict[str, dict[str, Any]], answer)
             return masters.get(service_name)
 
         # Every Sentinel, not the first majority: only the leader of a failover under way
         # flags it (failover_in_progress) until the others hear of the new primary. A dead
-        # Sentinel costs SENTINEL_TIMEOUT_S, not a request's whole timeout.
-        return [v for v in await asyncio.gather(*map(ask, self.sentinels)) if v]
+        # Sentinel costs SENTINEL_TIMEOUT_S, not a request's whole timeout; and once it has
+        # left a question unanswered (its node gone: every question to it waits that long for
+        # nothing), only SILENT_GRACE_S more than the others, while someone else answers.
+        # While a data node is gone its Sentinel goes with it, and every write (its replica
+        # gone too) asks here: 0.25 s each, when the others answer in a millisecond.
+        questions = {i: asyncio.ensure_future(ask(i, s)) for i, s in enumerate(self.sentinels)}
+        silent = {i for i in questions if i in self.silent}
+        heard = [q for i, q in questions.items() if i not in silent]
+        if heard:
+            await asyncio.gather(*heard)
+            late = [q for i, q in questions.items() if i in silent]
+            if late:
+                _, pending = await asyncio.wait(late, timeout=SILENT_GRACE_S)
+                for q in pending:  # its answer, if any, marks it heard again
+                    self._late.add(q)
+                    q.add_done_callback(self._late.discard)
+        else:
+            await asyncio.gather(*questions.values())
+        return [v for q in questions.values() if q.done() and (v := q.result())]
+
+    async def aclose(self) -> None:
+        for q in list(self._late):
+            q.cancel()
+        await asyncio.gather(*self._late, return_exceptions=True)
+        await super().aclose()
 
     async def discover_master(self, service_name: str) -> tuple[str, int]:
         views = await self.views(service_name)
@@ -239,6 +278,8 @@ class TodoStore:
         self.failover_wait = settings.redis_failover_wait_ms / 1000
         # replicas that acknowledged the latest write or check; None: not waiting for any
         self.replicas: int | None = None
+        # pool.changes when the latest write's WAIT saw a replica (None: it saw none)
+        self.replicated_at: int | None = None
         self.unreplicated_writes = 0
         self.failover_retries = 0
         url = parse_url(settings.redis_url)
@@ -261,7 +302,7 @@ class TodoStore:
                 "username": settings.redis_sentinel_username,
                 "password": settings.redis_sentinel_password,
             }
-            self.sentinel = NewestEpochSentinel(  # type: ignore[no-untyped-call]
+            self.sentinel = NewestEpochSentinel(
                 settings.redis_sentinels, sentinel_kwargs=sentinel_kwargs
             )
             locate = self._primary_address
@@ -344,10 +385,15 @@ class TodoStore:
         """Run a writing script; with replica_wait_ms, WAIT for a replica in the same round trip."""
         if not self.replica_wait_ms:
             return await self._run("w", script, keys, args)
-        commands = [
-            ("EVALSHA", script.sha, len(keys), *keys, *args),
-            ("WAIT", 1, self.replica_wait_ms),
-        ]
+        # replica_wait_ms only while writes see a replica: once one saw none (the replica
+        # gone), or since the primary was lost or moved (the replica of a new or restarted
+        # primary is not linked yet), each write would wait that long for nothing before
+        # the Sentinels' confirmation. A short WAIT still sees a linked replica (asked, it
+        # acknowledges in a millisecond). Health's WAIT does not decide: it counts what
+        # acknowledged its connection's latest write, which may predate the replica's loss.
+        full = self.replicated_at == self.pool.changes
+        wait_ms = self.replica_wait_ms if full else REPLICA_GONE_WAIT_MS
+        commands = [("EVALSHA", script.sha, len(keys), *keys, *args), ("WAIT", 1, wait_ms)]
         for _ in range(2):  # the second time after loading the script (a new primary)
             (result, acked), address = await self.pool.pipeline("w", commands)
             if not isinstance(result, NoScriptError):
@@ -361,6 +407,7 @@ class TodoStore:
         if isinstance(acked, Exception):
             raise acked
         self.replicas = int(acked)
+        self.replicated_at = self.pool.changes if self.replicas else None
         if not self.replicas:
             await self._confirm_primary(address)
             self.unreplicated_writes += 1

@@ -213,6 +213,8 @@ class Pool:
         self.connect_timeout = connect_timeout
         self.leave_replicas = leave_replicas
         self.address: Address | None = None
+        # times the primary was lost or moved (the store waits less for a replica after one)
+        self.changes = 0
         setup: list[bytes] = []
         if password:
             setup.append(pack("AUTH", username, password) if username else pack("AUTH", password))
@@ -297,6 +299,7 @@ class Pool:
     def moved_to(self, address: Address) -> None:
         """The primary is `address` now: connections elsewhere are closed."""
         self.address = address
+        self.changes += 1
         for slots in self.slots.values():
             for i, conn in enumerate(slots):
                 if conn is not None and conn.address != address:
@@ -310,6 +313,7 @@ class Pool:
         the next command locates the primary anew (the Sentinels may name another by then)."""
         if self.address == address:
             self.address = None
+            self.changes += 1
         for slots in self.slots.values():
             for i, conn in enumerate(slots):
                 if conn is not None and conn.address == address:
