@@ -16,9 +16,11 @@ from collections.abc import Callable
 
 import pytest
 import testinfra
+import yaml
 from testinfra.host import Host
 
 from tests.support.model import LOADBALANCER_GROUP, TOPO
+from tests.support.run import REPO
 from tests.support.wait import poll
 
 testinfra_hosts = ["ansible://all"]
@@ -34,6 +36,7 @@ STATES = {"MASTER", "BACKUP", "FAULT", "STOP"}
 STATE_KEYS = {"node", "address", "floating", "floating_address", "state", "since"}
 # Debian's node_exporter textfile directory (keepalived_textfile_directory).
 TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
+NGINX_LB_DEFAULTS = yaml.safe_load((REPO / "roles/nginx_lb/defaults/main.yml").read_text())
 VRRP_RULE = re.compile(r"meta l4proto (?:112|vrrp) ip saddr (\{[^}]*\}|\S+) accept")
 
 pytestmark = pytest.mark.skipif(not FLOATING, reason="topology.yml has no floating address for the load balancers")
@@ -162,3 +165,22 @@ def test_same_nginx_configuration(balancers: dict[str, Host]) -> None:
     first, *others = sums
     for other in others:
         assert sums[other] == sums[first], f"{other} and {first} differ: {set(sums[other].items()) ^ set(sums[first].items())}"
+
+
+def nginx_files(dump: str) -> dict[str, str]:
+    """`nginx -T`'s output: each file it read, by path, and its text."""
+    parts = re.split(r"^# configuration file (\S+):$", dump, flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def test_clients_kept_alive_as_the_role_says(balancers: dict[str, Host]) -> None:
+    """The site keeps clients' connections alive for nginx_lb_client_keepalive_timeout: the
+    rolling restart turns it off on a balancer while that one hands the floating address
+    over (entry point handover) and must leave it on again."""
+    want = str(NGINX_LB_DEFAULTS["nginx_lb_client_keepalive_timeout"])
+    for name, h in balancers.items():
+        files = nginx_files(h.check_output("nginx -T 2>/dev/null"))
+        site = next(text for path, text in files.items() if path.endswith("/halab.conf"))
+        included = [files[path] for path in re.findall(r"^\s*include (\S+);", site, re.M) if path in files]
+        found = [v for text in included for v in re.findall(r"^keepalive_timeout (\S+);", text, re.M)]
+        assert found == [want], f"{name}: the site's keepalive_timeout is {found}, the role's default {want}"
