@@ -74,6 +74,22 @@ async def test_non_json_body_is_415(
 
 
 @pytest.mark.parametrize(
+    "body",
+    [b'\xef\xbb\xbf{"texto": "bom"}', '{"texto": "bom"}'.encode("utf-16")],
+    ids=["utf-8 BOM", "utf-16"],
+)
+async def test_json_the_fast_path_refuses_is_still_fastapis(
+    client: httpx.AsyncClient, rdb: redis.Redis, body: bytes
+) -> None:
+    """The fast path parses with pydantic's JSON parser, which refuses what Python's json
+    takes (a BOM, UTF-16): FastAPI answers those as it always did."""
+    r = await client.post("/api/todos", content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 201, r.text
+    assert r.json()["texto"] == "bom"
+    assert rdb.hlen("todos:ids") == 1
+
+
+@pytest.mark.parametrize(
     "ctype",
     ["application/json", "application/json; charset=utf-8", "Application/JSON",
      "application/merge-patch+json", "application/vnd.todo+json; charset=UTF-8"],
