@@ -18,7 +18,18 @@ async def test_stress_and_clear_in_process(make_client: Callable[..., Any]) -> N
     )
     try:
         assert (await c.get("/api/health")).status_code == 200
+        warned: list[str] = []
+        log_warning = rt.log.warning
+
+        def warning(msg: str, *args: Any, **kwargs: Any) -> None:
+            warned.append(msg)
+            log_warning(msg, *args, **kwargs)
+
+        rt.log.warning = warning
         r = await mgmt.post("/stress", params={"mb": 180})
+        # the crossing is seen at the chunk that made it, before the stress ends (an
+        # allocation past MemoryMax may be killed before any later reading)
+        assert [m.split(":")[0] for m in warned][:2] == ["memory over threshold", "stress"], warned
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["allocatedMB"] == 180 and body["chunks"] == 6

@@ -63,6 +63,11 @@ def create_management_app(rt: Runtime) -> FastAPI:
                 rt.hog.append(await asyncio.to_thread(_allocate, n))
                 held += n
                 added += n
+                # read memory after each chunk: the threshold's crossing is logged and load
+                # shed here, not at the next cached reading (up to 0.2 s on), which a stress
+                # past MemoryMax did not live to see now and then: the kernel killed it first
+                rt.monitor.invalidate()
+                rt.health.memory()
         rt.log.warning(
             "stress: memory allocated",
             extra={"addedMB": added // MB, "heldMB": held // MB},
