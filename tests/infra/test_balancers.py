@@ -77,6 +77,19 @@ def test_keepalived_running_and_enabled(host: Host) -> None:
     assert host.file("/etc/systemd/system/keepalived.service.d/override.conf").exists
 
 
+def test_no_handover_drop_left_behind(host: Host) -> None:
+    """roles/keepalived's hand-over drops new connections to the floating addresses while it
+    drains; left behind (after the failover suite's rolling restarts), it would refuse every
+    new client once this node holds the address again."""
+    if not is_balancer(host):
+        pytest.skip("not a load balancer")
+    script = host.file("/usr/local/sbin/keepalived-halab-handover")
+    assert script.is_file and script.user == "root" and script.mode == 0o755
+    with host.sudo():
+        tables = host.check_output("nft list tables")
+    assert "halab_handover" not in tables, tables
+
+
 def test_state_file_agrees_with_the_address(host: Host, addr: Addr) -> None:
     if not is_balancer(host):
         pytest.skip("not a load balancer")
