@@ -9,10 +9,15 @@ priorities: no preemption), so there is no second interruption: the new holder r
 no VRRP transition after its takeover, and the watch sees no other balancer answer.
 
 The careful client must see no failure. The naive one (no retry, 16 keep-alive
-connections) loses what was on its connections to the old holder at the fault: every
-connection it had open there dies once (the new holder answers a reset), so its failures
-are at most its connections per move of the address; nothing acknowledged is lost or
-stored twice, and the note counts the requests that were in flight at the fault.
+connections) loses what was on its connections to the old holder at an unplanned fault
+(plug pulled, partition): every connection it had open there dies once (the new holder
+answers a reset), so its failures are at most its connections per move of the address;
+nothing acknowledged is lost or stored twice, and the note counts the requests that were in
+flight at the fault. A clean stop (nginx stopped, reboot, rolling restart) runs keepalived's
+hand-over first (roles/keepalived, design 9): the old holder closes each connection after
+its answer, and the client's next one waits for its SYN to be sent again (max ~1 s), so the
+table's naive rows for those show 0 failed as a rule; the bound stays the same, since a
+connection the reload closes just as the client sends on it still fails once.
 """
 
 from __future__ import annotations

@@ -44,6 +44,7 @@ NGINX_ERROR_LOG = "/var/log/nginx/error.log"
 # What NGINX logs when it takes an upstream server out (warn) or has none left (error).
 EJECTED = ("upstream server temporarily disabled", "no live upstreams")
 
+
 def is_memory_warning(message: str) -> bool:
     """The instance's level-40 line: it turned unhealthy over its memory threshold."""
     return message.startswith("{") and json.loads(message).get("level") == 40 and "memoryPercent" in message
