@@ -185,6 +185,35 @@ def test_a_stuck_process_is_shut_out_and_back_the_moment_it_answers() -> None:
     assert_clean(naive, run.naive)
 
 
+def test_a_firewall_reload_leaves_a_stuck_instance_shut_out() -> None:
+    """The firewall's ruleset (roles/common) begins with `flush ruleset`: reloading it on a
+    load balancer also drops the upstream watcher's table, which keeps NGINX away from a
+    stuck instance. The watcher writes its table again every round while anything is shut
+    out, so the instance is out again within a round and back once it answers."""
+    inst = TOPO.instance(SICK)
+    rule = f"daddr {inst.address} tcp dport {inst.port}"
+    balancers = [lb.name for lb in TOPO.group(LOADBALANCER_GROUP)]
+
+    def shut_out_on(lb: str) -> bool:
+        out = on_node(lb, "nft list table inet halab_upstream_watch", check=False).stdout
+        return rule in out
+
+    pid = on_instance(SICK, f"systemctl show -p MainPID --value {UNIT}").stdout.strip()
+    try:
+        on_instance(SICK, f"kill -STOP {pid}")
+        for lb in balancers:
+            wait_until(f"{lb}'s watcher to shut instance {SICK} out", lambda lb=lb: shut_out_on(lb), timeout=10, every=0.1)
+        for lb in balancers:
+            on_node(lb, "systemctl reload nftables")
+            assert "inet filter" in on_node(lb, "nft list tables").stdout, f"{lb}: no firewall after the reload"
+        for lb in balancers:
+            wait_until(f"{lb}'s watcher to shut instance {SICK} out again", lambda lb=lb: shut_out_on(lb), timeout=5, every=0.1)
+    finally:
+        on_instance(SICK, f"kill -CONT {pid}")
+    for lb in balancers:
+        wait_until(f"{lb}'s watcher to let instance {SICK} back", lambda lb=lb: not shut_out_on(lb), timeout=10, every=0.1)
+
+
 @pytest.mark.parametrize(
     ("name", "fault", "recover"),
     [
