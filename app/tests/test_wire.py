@@ -17,6 +17,7 @@ from redis.exceptions import AuthenticationError, NoScriptError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from todo_api.store import READ_CONNECTIONS
 from todo_api.wire import Address, NotPrimaryError, Pool
 
 from .conftest import RedisServer, free_port
@@ -288,3 +289,21 @@ def test_a_node_that_became_a_replica_is_left(
         run(scenario)
     finally:
         node.replicaof("no", "one")
+
+
+@pytest.mark.parametrize("replica_wait_ms", [0, 20])
+async def test_writes_share_connections_unless_each_waits_for_a_replica(
+    make_client: Callable[..., Any], rdb: redis.Redis, replica_wait_ms: int
+) -> None:
+    """Without replica_wait_ms a write blocks nothing: concurrent POSTs pipeline on the store's
+    few connections and share writes to Redis. With it, each write's WAIT holds its connection
+    (here no replica answers: for the whole wait), so writes go round many connections."""
+    before = {c["id"] for c in rdb.client_list()}
+    client, _ = await make_client(redis_replica_wait_ms=replica_wait_ms)
+    posts = [client.post("/api/todos", json={"texto": f"t{i}"}) for i in range(48)]
+    assert {r.status_code for r in await asyncio.gather(*posts)} == {201}
+    opened = [c for c in rdb.client_list() if c["id"] not in before]
+    if replica_wait_ms:
+        assert len(opened) > READ_CONNECTIONS, opened
+    else:
+        assert len(opened) <= READ_CONNECTIONS, opened
