@@ -11,6 +11,7 @@ Run one alone: `pytest tests/failover -k seed`.
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import time
@@ -198,20 +199,24 @@ def test_a_firewall_reload_leaves_a_stuck_instance_shut_out() -> None:
         out = on_node(lb, "nft list table inet halab_upstream_watch", check=False).stdout
         return rule in out
 
+    def back_on(lb: str) -> bool:
+        return not shut_out_on(lb)
+
     pid = on_instance(SICK, f"systemctl show -p MainPID --value {UNIT}").stdout.strip()
     try:
         on_instance(SICK, f"kill -STOP {pid}")
         for lb in balancers:
-            wait_until(f"{lb}'s watcher to shut instance {SICK} out", lambda lb=lb: shut_out_on(lb), timeout=10, every=0.1)
+            wait_until(f"{lb}'s watcher to shut instance {SICK} out", functools.partial(shut_out_on, lb), timeout=10, every=0.1)
         for lb in balancers:
             on_node(lb, "systemctl reload nftables")
             assert "inet filter" in on_node(lb, "nft list tables").stdout, f"{lb}: no firewall after the reload"
         for lb in balancers:
-            wait_until(f"{lb}'s watcher to shut instance {SICK} out again", lambda lb=lb: shut_out_on(lb), timeout=5, every=0.1)
+            again = functools.partial(shut_out_on, lb)
+            wait_until(f"{lb}'s watcher to shut instance {SICK} out again", again, timeout=5, every=0.1)
     finally:
         on_instance(SICK, f"kill -CONT {pid}")
     for lb in balancers:
-        wait_until(f"{lb}'s watcher to let instance {SICK} back", lambda lb=lb: not shut_out_on(lb), timeout=10, every=0.1)
+        wait_until(f"{lb}'s watcher to let instance {SICK} back", functools.partial(back_on, lb), timeout=10, every=0.1)
 
 
 @pytest.mark.parametrize(
