@@ -433,7 +433,9 @@ def main() -> None:
         # to back.
         for _ in range(n_rounds):
             # every round from the same 100 todos: a round's POST rows add tens of thousands,
-            # and the seed's GET lists them all
+            # and the seed's GET lists them all. First a pause: wrk stops with requests in
+            # flight, whose writes would land after the flush (Express had 132 once).
+            time.sleep(1.0)
             with Redis(host="127.0.0.1", port=rport) as flushing:
                 flushing.flushall()
             for name in ("halab", "express"):
