@@ -10,7 +10,11 @@ send to, and put back afterwards. Not stopped: NGINX runs without its passive ch
 every other request a refused connection and an error-log line, which is not the cost of
 balancing one instance. 100 todos are stored first (and deleted after) for `GET /api/todos?limit=100`.
 Each path runs twice in turn (direct, NGINX, direct, NGINX) and the better run of each counts:
-the lab shares this host's cores with everything else. Bounded: wrk -d per run, lab addresses only.
+the lab shares this host's cores with everything else. That sharing is also why each run says
+where the CPU went, per request: the instance, NGINX, mtail (which reads NGINX's access log),
+journald (the instance's log lines) and wrk itself, all on the same cores, so what NGINX and
+mtail spend is taken from the instance. The nodes are this host's processes: one walk of /proc
+at each end of a run sees them all, by name. Bounded: wrk -d per run, lab addresses only.
 
     .venv/bin/python -m tests.bench.lb_cost [--duration 5] [--connections 16]
 """
@@ -18,11 +22,15 @@ the lab shares this host's cores with everything else. Bounded: wrk -d per run, 
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
@@ -33,6 +41,16 @@ from tests.support.wait import wait_until
 
 PATHS = ("/api/health", "/api/todos?limit=100")
 FILL = 100
+# process name (/proc/PID/stat) -> what it is; wrk is counted as this script's child
+COMPONENTS = {
+    "todo-api": "instance",
+    "nginx": "NGINX",
+    "mtail": "mtail",
+    "systemd-journal": "journald",
+    "redis-server": "Redis",
+}
+SHOWN = (*COMPONENTS.values(), "wrk")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -40,6 +58,30 @@ class Run:
     rps: float
     p99_ms: float
     non_2xx: int
+    requests: int = 0
+    cpu_us: tuple[tuple[str, float], ...] = ()  # CPU us per request, by component
+
+
+def cpu_seconds_by_component() -> dict[str, float]:
+    """CPU seconds (user + system) so far of every process on this host named in COMPONENTS."""
+    ticks: Counter[str] = Counter()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:  # gone since the listing
+            continue
+        component = COMPONENTS.get(text[text.index("(") + 1 : text.rindex(")")])
+        if component is not None:
+            fields = text[text.rindex(")") + 2 :].split()  # from the state (field 3) on
+            ticks[component] += int(fields[11]) + int(fields[12])  # utime, stime
+    return {name: n / CLK_TCK for name, n in ticks.items()}
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def parse_wrk(out: str) -> Run:
@@ -52,7 +94,8 @@ def parse_wrk(out: str) -> Run:
     refused = int(non_2xx.group(1)) if non_2xx else 0
     seconds = float(total.group(2)) / (1000 if total.group(3) == "ms" else 1)
     scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
-    return Run((int(total.group(1)) - refused) / seconds, float(p99.group(1)) * scale, refused)
+    requests = int(total.group(1))
+    return Run((requests - refused) / seconds, float(p99.group(1)) * scale, refused, requests)
 
 
 def in_netns(lb: str) -> list[str] | None:
@@ -68,8 +111,16 @@ def in_netns(lb: str) -> list[str] | None:
 
 
 def wrk(prefix: list[str], url: str, seconds: int, connections: int) -> Run:
+    """One wrk run, with the CPU each component spent on it per request."""
     cmd = [*prefix, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "--latency", url]
-    return parse_wrk(subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=seconds + 30).stdout)
+    before, wrk_before = cpu_seconds_by_component(), children_cpu_seconds()
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=seconds + 30).stdout
+    after = cpu_seconds_by_component()
+    spent = {name: after.get(name, 0.0) - before.get(name, 0.0) for name in COMPONENTS.values()}
+    spent["wrk"] = children_cpu_seconds() - wrk_before
+    run = parse_wrk(out)
+    per_request = tuple((name, spent[name] * 1e6 / max(run.requests, 1)) for name in SHOWN)
+    return Run(run.rps, run.p99_ms, run.non_2xx, run.requests, per_request)
 
 
 def main() -> None:
@@ -126,6 +177,16 @@ def main() -> None:
             f"GET {path:20} {d.rps:12.0f} {n.rps:12.0f} {n.rps / d.rps:11.2f}x "
             f"{d.p99_ms:8.1f}ms {n.p99_ms:8.1f}ms {d.non_2xx + n.non_2xx:8d}"
         )
+    print()
+    print("CPU us per request, by component (every node's processes share this host's cores):")
+    head = f"{'request':16} {'path':7} " + " ".join(f"{name:>9}" for name in SHOWN) + f" {'total':>9}"
+    print(head)
+    print("-" * len(head))
+    for path in PATHS:
+        for name in ("direct", "nginx"):
+            cpu = dict(best[(path, name)].cpu_us)
+            cells = " ".join(f"{cpu[c]:9.1f}" for c in SHOWN)
+            print(f"{path.split('?')[0]:16} {name:7} {cells} {sum(cpu.values()):9.1f}")
     print("done when: through NGINX >= 0.8x direct")
 
 
