@@ -13,7 +13,7 @@ from typing import Any, cast
 import pytest
 import redis
 import uvloop
-from redis.exceptions import AuthenticationError, NoScriptError
+from redis.exceptions import AuthenticationError, NoScriptError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -291,19 +291,58 @@ def test_a_node_that_became_a_replica_is_left(
         node.replicaof("no", "one")
 
 
+def _waits(rdb: redis.Redis) -> int:
+    """WAIT commands Redis has run (INFO commandstats)."""
+    stats = cast(dict[str, Any], rdb.info("commandstats"))
+    return int(stats.get("cmdstat_wait", {}).get("calls", 0))
+
+
 @pytest.mark.parametrize("replica_wait_ms", [0, 20])
-async def test_writes_share_connections_unless_each_waits_for_a_replica(
+async def test_concurrent_writes_share_connections_and_a_wait(
     make_client: Callable[..., Any], rdb: redis.Redis, replica_wait_ms: int
 ) -> None:
-    """Without replica_wait_ms a write blocks nothing: concurrent POSTs pipeline on the store's
-    few connections and share writes to Redis. With it, each write's WAIT holds its connection
-    (here no replica answers: for the whole wait), so writes go round many connections."""
+    """48 concurrent POSTs share the store's few connections either way. Without
+    replica_wait_ms they pipeline like reads and WAIT for nothing; with it they commit as a
+    group: the writes of one loop iteration on one connection, one WAIT after them all (no
+    replica here, so each WAIT lasts its timeout: once per group, not once per write)."""
     before = {c["id"] for c in rdb.client_list()}
     client, _ = await make_client(redis_replica_wait_ms=replica_wait_ms)
+    waits = _waits(rdb)
     posts = [client.post("/api/todos", json={"texto": f"t{i}"}) for i in range(48)]
     assert {r.status_code for r in await asyncio.gather(*posts)} == {201}
+    assert rdb.hlen("todos:ids") == 48
     opened = [c for c in rdb.client_list() if c["id"] not in before]
+    assert len(opened) <= READ_CONNECTIONS, opened
     if replica_wait_ms:
-        assert len(opened) > READ_CONNECTIONS, opened
+        assert 1 <= _waits(rdb) - waits <= 4, _waits(rdb) - waits  # one per write was 48
     else:
-        assert len(opened) <= READ_CONNECTIONS, opened
+        assert _waits(rdb) == waits
+
+
+def test_a_group_commit_gives_each_write_its_own_reply(server: RedisServer) -> None:
+    """Pool.replicated: the writes of one loop iteration go out with one WAIT; each caller gets
+    its own command's reply (an error as a value, the others unharmed) and the WAIT's; one
+    cancelled meanwhile takes nothing from the others."""
+    rdb = server.client()
+    rdb.set("text", "x")
+
+    async def scenario() -> None:
+        pool = pool_for(server.port)
+        try:
+            waits = _waits(rdb)
+            calls = [asyncio.ensure_future(pool.replicated(("INCR", "n"), 30)) for _ in range(20)]
+            wrong = asyncio.ensure_future(pool.replicated(("INCR", "text"), 30))
+            await asyncio.sleep(0)  # every call has joined the group, which is not sent yet
+            calls[5].cancel()
+            done = await asyncio.gather(*calls, wrong, return_exceptions=True)
+            assert isinstance(done[5], asyncio.CancelledError)
+            replies = [d for i, d in enumerate(done[:20]) if i != 5]
+            assert [r[0] for r in replies] == [n for n in range(1, 21) if n != 6]
+            assert {(r[1], r[2]) for r in replies} == {(0, ("127.0.0.1", server.port))}
+            reply, acked, _ = cast(tuple[Any, Any, Address], done[20])
+            assert isinstance(reply, ResponseError) and acked == 0
+            assert _waits(rdb) - waits == 1
+        finally:
+            await pool.disconnect()
+
+    run(scenario)

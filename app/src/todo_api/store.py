@@ -270,7 +270,8 @@ def _epoch(view: dict[str, Any]) -> int:
 
 class TodoStore:
     """The todo operations on Redis, each one round trip on wire.Pool's pipelined connections
-    (a write: EVALSHA and WAIT sent together). redis-py only asks the Sentinels."""
+    (a write: EVALSHA, and WAIT with the other writes of its loop iteration). redis-py only
+    asks the Sentinels."""
 
     def __init__(self, settings: Settings) -> None:
         timeout = settings.redis_timeout_ms / 1000
@@ -312,10 +313,12 @@ class TodoStore:
             async def locate() -> Address:
                 return fixed
 
-        # Reads pipeline on a few connections; writes go round up to 64 (the WAIT of each
-        # holds its connection until a replica acknowledges: with no replica, for
-        # replica_wait_ms), as many as the blocking pool of 64 this replaced (its default
-        # "Too many connections" had turned 100 concurrent requests into 503s). Writes that
+        # Reads pipeline on a few connections. Writes that wait for a replica commit as a
+        # group: those of one loop iteration on one connection, with one WAIT after them
+        # (wire.Pool.replicated). That WAIT holds its connection until a replica acknowledges
+        # (with no replica, for replica_wait_ms), so the next group goes round up to 64, as
+        # many as the blocking pool of 64 this replaced (its default "Too many connections"
+        # had turned 100 concurrent requests into 503s). Writes that
         # wait for no replica block nothing: they pipeline like reads, and the requests of one
         # loop iteration share a write to Redis (one connection each was 64 system calls).
         self.pool = wire.Pool(
@@ -395,9 +398,9 @@ class TodoStore:
         # acknowledged its connection's latest write, which may predate the replica's loss.
         full = self.replicated_at == self.pool.changes
         wait_ms = self.replica_wait_ms if full else REPLICA_GONE_WAIT_MS
-        commands = [("EVALSHA", script.sha, len(keys), *keys, *args), ("WAIT", 1, wait_ms)]
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
         for _ in range(2):  # the second time after loading the script (a new primary)
-            (result, acked), address = await self.pool.pipeline("w", commands)
+            result, acked, address = await self.pool.replicated(command, wait_ms)
             if not isinstance(result, NoScriptError):
                 break
             await self.pool.call("w", "SCRIPT", "LOAD", script.source)

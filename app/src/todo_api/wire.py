@@ -12,8 +12,10 @@ reply error is parsed by redis-py's own parser; a connection that fails, closes 
 nothing within the timeout is closed and every command on it fails with ConnectionError or
 TimeoutError. Two groups of connections: reads pipeline on a few; writes, whose WAIT holds
 its connection until a replica acknowledges, go round a larger set so that one write's WAIT
-does not hold the reads (nor many other writes) queued behind it. What is rare (asking the
-Sentinels) stays with redis-py (store.NewestEpochSentinel)."""
+does not hold the reads (nor many other writes) queued behind it. Writes that wait for a
+replica commit as a group: those of one loop iteration share one connection and one WAIT
+(Pool.replicated). What is rare (asking the Sentinels) stays with redis-py
+(store.NewestEpochSentinel)."""
 
 from __future__ import annotations
 
@@ -182,6 +184,21 @@ def pack(*args: Any) -> bytes:
     return hiredis.pack_command(args)  # type: ignore[no-any-return]
 
 
+class _GroupCommit:
+    """The writes of one loop iteration that wait for a replica (Pool.replicated)."""
+
+    __slots__ = ("commands", "waiters")
+
+    def __init__(self) -> None:
+        self.commands: list[bytes] = []
+        self.waiters: list[asyncio.Future[tuple[Any, Any, Address]]] = []
+
+    def fail(self, exc: BaseException) -> None:
+        for fut in self.waiters:
+            if not fut.done():
+                fut.set_exception(exc)
+
+
 def _result(acc: list[Any]) -> Any:
     reply = acc[1]
     if isinstance(reply, Exception):
@@ -228,6 +245,9 @@ class Pool:
         self.next = {"r": 0, "w": 0}
         self.connecting: dict[tuple[str, int], asyncio.Future[Connection]] = {}
         self.locating: asyncio.Future[Address] | None = None
+        # replicated(): this loop iteration's writes, by WAIT timeout; the groups being sent
+        self.gathering: dict[int, _GroupCommit] = {}
+        self.committing: set[asyncio.Task[None]] = set()
 
     async def connection(self, group: str) -> Connection:
         slots = self.slots[group]
@@ -333,7 +353,51 @@ class Pool:
         acc = await conn.send(packed, len(commands))
         return acc[1:], conn.address
 
+    async def replicated(
+        self, command: Sequence[Any], wait_ms: int
+    ) -> tuple[Any, Any, Address]:
+        """`command` on a write connection, then WAIT 1 `wait_ms`: the command's reply and
+        WAIT's (errors as values) and the node they went to. A group commit: the writes of one
+        loop iteration go out together on one connection with ONE WAIT after them all (a WAIT
+        counts the replicas that have every write its connection sent before it). One WAIT
+        per write held a connection each and cost Redis (primary and replica) 52 us a POST."""
+        group = self.gathering.get(wait_ms)
+        if group is None:
+            group = self.gathering[wait_ms] = _GroupCommit()
+            asyncio.get_running_loop().call_soon(self._commit, wait_ms)
+        fut: asyncio.Future[tuple[Any, Any, Address]] = asyncio.get_running_loop().create_future()
+        group.commands.append(pack(*command))
+        group.waiters.append(fut)
+        return await fut
+
+    def _commit(self, wait_ms: int) -> None:
+        group = self.gathering.pop(wait_ms)
+        task = asyncio.ensure_future(self._send_group(group, wait_ms))
+        self.committing.add(task)  # a reference until it is done
+        task.add_done_callback(self.committing.discard)
+
+    async def _send_group(self, group: _GroupCommit, wait_ms: int) -> None:
+        n = len(group.commands)
+        try:
+            conn = await self.connection("w")
+            acc = await conn.send(b"".join([*group.commands, pack("WAIT", 1, wait_ms)]), n + 1)
+        except asyncio.CancelledError:  # disconnect()
+            group.fail(RedisConnectionError("the pool was closed"))
+            raise
+        except Exception as exc:
+            group.fail(exc)
+            return
+        acked = acc[n + 1]
+        for reply, fut in zip(acc[1 : n + 1], group.waiters, strict=True):
+            if not fut.done():  # a caller cancelled meanwhile: its reply is dropped
+                fut.set_result((reply, acked, conn.address))
+
     async def disconnect(self) -> None:
+        for group in self.gathering.values():
+            group.fail(RedisConnectionError("the pool was closed"))
+        self.gathering.clear()
+        for task in list(self.committing):
+            task.cancel()
         for slots in self.slots.values():
             for i, conn in enumerate(slots):
                 if conn is not None:
