@@ -95,6 +95,16 @@ def join_cgroups(dirs: list[str]) -> None:
             procs.write(pid)
 
 
+def proc_stat(pid: int) -> tuple[str, list[str]] | None:
+    """/proc/PID/stat as (comm, the fields from the 3rd, the state, on); None: no such process.
+    "pid (comm) S ...": comm may hold spaces and parentheses."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
+
+
 def cgroup_pids(dirs: Iterable[Path]) -> set[int]:
     """Every process in these cgroups and their children (cgroups may vanish while we read)."""
     pids: set[int] = set()

@@ -239,13 +239,11 @@ class HostProcesses:
         return [p for p in found if p is not None and p.pid != os.getpid()]
 
     def process(self, pid: int) -> Proc | None:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
+        stat = host.proc_stat(pid)
+        if stat is None:
             return None
-        # "pid (comm) S ...": comm may hold spaces and parentheses.
-        comm, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :]
-        if rest.startswith(("Z", "X")):  # exited, only not reaped yet: nothing of it runs
+        comm, fields = stat
+        if fields[0] in ("Z", "X"):  # exited, only not reaped yet: nothing of it runs
             return None
         return Proc(pid, comm)
 

@@ -29,12 +29,12 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
 
-from lab import node, state
+from lab import host, node, state
 from tests.support.ansible import drain
 from tests.support.model import LOADBALANCER_GROUP, PUBLIC_URL, TOPO, first
 from tests.support.wait import wait_until
@@ -66,15 +66,12 @@ def cpu_seconds_by_component() -> dict[str, float]:
     """CPU seconds (user + system) so far of every process on this host named in COMPONENTS."""
     ticks: Counter[str] = Counter()
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+        stat = host.proc_stat(int(entry.name)) if entry.name.isdigit() else None
+        if stat is None:  # not a process, or gone since the listing
             continue
-        try:
-            text = (entry / "stat").read_text()
-        except OSError:  # gone since the listing
-            continue
-        component = COMPONENTS.get(text[text.index("(") + 1 : text.rindex(")")])
+        comm, fields = stat
+        component = COMPONENTS.get(comm)
         if component is not None:
-            fields = text[text.rindex(")") + 2 :].split()  # from the state (field 3) on
             ticks[component] += int(fields[11]) + int(fields[12])  # utime, stime
     return {name: n / CLK_TCK for name, n in ticks.items()}
 
@@ -120,7 +117,7 @@ def wrk(prefix: list[str], url: str, seconds: int, connections: int) -> Run:
     spent["wrk"] = children_cpu_seconds() - wrk_before
     run = parse_wrk(out)
     per_request = tuple((name, spent[name] * 1e6 / max(run.requests, 1)) for name in SHOWN)
-    return Run(run.rps, run.p99_ms, run.non_2xx, run.requests, per_request)
+    return replace(run, cpu_us=per_request)
 
 
 def main() -> None:

@@ -361,11 +361,12 @@ class Pool:
         loop iteration go out together on one connection with ONE WAIT after them all (a WAIT
         counts the replicas that have every write its connection sent before it). One WAIT
         per write held a connection each and cost Redis (primary and replica) 52 us a POST."""
+        loop = asyncio.get_running_loop()
         group = self.gathering.get(wait_ms)
         if group is None:
             group = self.gathering[wait_ms] = _GroupCommit()
-            asyncio.get_running_loop().call_soon(self._commit, wait_ms)
-        fut: asyncio.Future[tuple[Any, Any, Address]] = asyncio.get_running_loop().create_future()
+            loop.call_soon(self._commit, wait_ms)
+        fut: asyncio.Future[tuple[Any, Any, Address]] = loop.create_future()
         group.commands.append(pack(*command))
         group.waiters.append(fut)
         return await fut
